@@ -1,0 +1,18 @@
+"""pramloc: hierarchical visual localization with landmark recognition."""
+
+import logging
+
+from .errors import PramlocError
+
+__version__ = "0.1.0"
+MAP_FORMAT_VERSION = 1
+
+logger = logging.getLogger("pramloc")
+if not logger.handlers:
+    _handler = logging.StreamHandler()
+    _handler.setFormatter(logging.Formatter("[%(asctime)s pramloc %(levelname)s] %(message)s", "%H:%M:%S"))
+    logger.addHandler(_handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+__all__ = ["PramlocError", "logger", "__version__", "MAP_FORMAT_VERSION"]

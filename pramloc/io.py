@@ -1,0 +1,191 @@
+"""Text and feature-file formats. Every reader raises :class:`PramlocError` naming the
+file (and line) on bad input, never anything else.
+
+Formats:
+- split / image list: one image name per line (``#`` comments and blank lines skipped);
+- poses (results and ground truth): ``name qw qx qy qz tx ty tz`` world-to-camera (hloc);
+- query list: ``name MODEL W H params...`` (hloc);
+- features HDF5 (hloc layout): one group per image name with ``keypoints`` (N, 2) float32
+  (origin at the centre of the top-left pixel), ``descriptors`` (D, N) float32,
+  ``scores`` (N,) float32 and ``image_size`` (2,) = (W, H) of the original image.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .errors import PramlocError
+from .geometry import Camera, Pose
+
+
+def _read_lines(path: Path) -> list[tuple[int, str]]:
+    path = Path(path)
+    if not path.is_file():
+        raise PramlocError(f"{path}: file not found")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise PramlocError(f"{path}: not a UTF-8 text file") from None
+    out = []
+    for i, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if line and not line.startswith("#"):
+            out.append((i, line))
+    return out
+
+
+def read_image_list(path: Path) -> list[str]:
+    """Names, one per line (a name may contain spaces)."""
+    names = [line for _, line in _read_lines(path)]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise PramlocError(f"{path}: image {dup!r} is listed twice")
+    return names
+
+
+def _parse_floats(path, lineno, values, what):
+    try:
+        out = [float(v) for v in values]
+    except ValueError:
+        raise PramlocError(f"{path}:{lineno}: {what} has a non-numeric value") from None
+    if not all(math.isfinite(v) for v in out):
+        raise PramlocError(f"{path}:{lineno}: {what} has NaN or infinite values")
+    return out
+
+
+def read_poses(path: Path) -> dict[str, Pose]:
+    """``name qw qx qy qz tx ty tz`` per line -> {name: Pose} (names may contain spaces)."""
+    poses = {}
+    for lineno, line in _read_lines(path):
+        parts = line.split()
+        if len(parts) < 8:
+            raise PramlocError(f"{path}:{lineno}: expected 'name qw qx qy qz tx ty tz', got {line[:80]!r}")
+        name = line.rsplit(maxsplit=7)[0]
+        vals = _parse_floats(path, lineno, parts[-7:], "pose")
+        if name in poses:
+            raise PramlocError(f"{path}:{lineno}: image {name!r} appears twice")
+        try:
+            poses[name] = Pose(vals[:4], vals[4:])
+        except PramlocError as err:
+            raise PramlocError(f"{path}:{lineno}: {err}") from None
+    return poses
+
+
+def write_poses(path: Path, poses: dict[str, Pose]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for name, p in poses.items():
+            f.write(name + " " + " ".join(f"{v:.10g}" for v in (*p.qvec, *p.tvec)) + "\n")
+    return path
+
+
+def read_query_list(path: Path) -> dict[str, Camera | None]:
+    """hloc query list: ``name MODEL W H params...``; a bare ``name`` maps to None."""
+    out: dict[str, Camera | None] = {}
+    for lineno, line in _read_lines(path):
+        parts = line.split()
+        model_idx = next((i for i, p in enumerate(parts) if p in _ALL_MODELS), None)
+        if model_idx is None:
+            name, cam = line, None
+        else:
+            name = " ".join(parts[:model_idx])
+            if not name:
+                raise PramlocError(f"{path}:{lineno}: missing image name")
+            try:
+                cam = Camera.from_string(" ".join(parts[model_idx:]))
+            except PramlocError as err:
+                raise PramlocError(f"{path}:{lineno}: {err}") from None
+        if name in out:
+            raise PramlocError(f"{path}:{lineno}: image {name!r} appears twice")
+        out[name] = cam
+    return out
+
+
+_ALL_MODELS = {
+    "SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "OPENCV_FISHEYE",
+    "FULL_OPENCV", "FOV", "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE", "THIN_PRISM_FISHEYE",
+}
+
+
+def read_strecha_camera(path: Path) -> tuple[Camera, Pose]:
+    """Strecha ``.camera``: K (3 rows), distortion, R camera-to-world (3 rows), C, ``W H``."""
+    lines = _read_lines(path)
+    if len(lines) < 9:
+        raise PramlocError(f"{path}: Strecha camera file needs 9 lines, found {len(lines)}")
+    rows = []
+    for lineno, line in lines[:9]:
+        rows.append(_parse_floats(path, lineno, line.split(), "camera value"))
+    lens = [len(r) for r in rows]
+    if lens[:3] != [3, 3, 3] or lens[4:8] != [3, 3, 3, 3] or lens[8] != 2:
+        raise PramlocError(f"{path}: malformed Strecha camera (row lengths {lens})")
+    K = np.array(rows[:3])
+    if any(abs(d) > 1e-12 for d in rows[3]):
+        raise PramlocError(f"{path}: radial distortion is not supported (images must be undistorted)")
+    R_c2w = np.array(rows[4:7])
+    C = np.array(rows[7])
+    w, h = int(rows[8][0]), int(rows[8][1])
+    cam = Camera("PINHOLE", w, h, [K[0, 0], K[1, 1], K[0, 2], K[1, 2]])
+    if abs(np.linalg.det(R_c2w) - 1) > 1e-2:
+        raise PramlocError(f"{path}: rotation is not a rotation matrix")
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R_c2w, C
+    return cam, Pose.from_cam_to_world(T)
+
+
+def read_matrix_pose(path: Path) -> Pose:
+    """A 4x4 camera-to-world matrix in a text file (7-Scenes ``poses/*.pose.txt``)."""
+    rows = [_parse_floats(path, n, line.split(), "pose") for n, line in _read_lines(path)]
+    if len(rows) < 3 or any(len(r) != 4 for r in rows[:4]):
+        raise PramlocError(f"{path}: expected a 4x4 matrix")
+    return Pose.from_cam_to_world(np.array(rows[:3]))
+
+
+# ---------------------------------------------------------------- features (HDF5, hloc)
+
+def write_features(path: Path, name: str, feats: dict[str, np.ndarray]) -> None:
+    """Write one image's features as a group ``name`` (overwriting it)."""
+    import h5py
+
+    with h5py.File(path, "a", libver="latest") as f:
+        if name in f:
+            del f[name]
+        g = f.create_group(name)
+        for k, v in feats.items():
+            g.create_dataset(k, data=v)
+
+
+def read_features(path: Path, name: str) -> dict[str, np.ndarray]:
+    """-> {'keypoints': (N, 2), 'descriptors': (N, D) (transposed from the file), ...}."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            if name not in f:
+                raise PramlocError(f"{path}: no features for image {name!r}")
+            g = f[name]
+            out = {k: g[k][()] for k in g.keys()}
+    except OSError as err:
+        raise PramlocError(f"{path}: cannot read features file ({err})") from None
+    out["descriptors"] = out["descriptors"].T
+    return out
+
+
+def list_feature_names(path: Path) -> list[str]:
+    """All image names in a features file (names with '/' are nested groups, as in hloc)."""
+    import h5py
+
+    names = []
+
+    def visit(n, obj):
+        if isinstance(obj, h5py.Dataset) and n.endswith("/keypoints"):
+            names.append(n[: -len("/keypoints")])
+
+    if not Path(path).exists():
+        return []
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return names
