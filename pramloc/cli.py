@@ -56,6 +56,34 @@ def main(verbose: int, quiet: bool):
 
 # --- evaluate commands ---
 
+@main.command("evaluate")
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--dataset", type=click.Choice(["7scenes", "strecha"]), help="Ground truth from a dataset (with --root).")
+@click.option("--root", type=click.Path(path_type=Path), help="Dataset folder.")
+@click.option("--gt-model", type=click.Path(path_type=Path), help="Ground truth as a COLMAP model folder.")
+@click.option("--gt-poses", type=click.Path(path_type=Path), help="Ground truth as 'name qw qx qy qz tx ty tz' lines.")
+@click.option("--queries", type=click.Path(path_type=Path), help="Split file of query names (default: all GT images).")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write all numbers (per query too) here.")
+@click.option("--plot", "plot_out", type=click.Path(path_type=Path), help="Write cumulative error curves (PNG) here.")
+@click.option("--thresholds", default="0.05,5;0.25,2;0.5,5;5,10", show_default=True,
+              help="'metres,degrees' pairs separated by ';'.")
+@handle_errors
+def evaluate_cmd(results, dataset, root, gt_model, gt_poses, queries, json_out, plot_out, thresholds):
+    """Pose accuracy of RESULTS files (one per method, compared side by side) against ground truth."""
+    from . import evaluate
+
+    ths = evaluate.parse_thresholds(thresholds)
+    gt, names = evaluate.load_ground_truth(dataset, root, gt_model, gt_poses, queries)
+    report = evaluate.main(list(results), gt, names, ths, json_out, plot_out)
+    click.echo(evaluate.format_table(report))
+    for run in report["runs"]:
+        if run["metrics"]["missing"]:
+            click.echo(f"{run['label']}: {len(run['metrics']['missing'])} query image(s) not localized "
+                       f"(counted as failures), e.g. {run['metrics']['missing'][0]}")
+    for what in ("json", "plot"):
+        if report[what]:
+            click.echo(f"wrote {report[what]}")
+
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,284 @@
+"""Pose-accuracy evaluation against ground truth, and retrieval recall@N.
+
+Poses are world-to-camera everywhere (``x_cam = R @ x_world + t``). Errors:
+
+- translation error: distance between the camera centres ``-R^T t`` (dataset units, metres);
+- rotation error: the angle of ``R_est @ R_gt^T`` in degrees.
+
+A query of the query set that a results file does not contain counts as a failure with
+infinite error: it never falls within a threshold and it is included in the medians (so
+the median is infinite when more than half of the queries are missing). In the JSON
+report an infinite error is written as ``null``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from . import logger
+from .errors import PramlocError
+from .geometry import Pose
+
+# (translation in metres, rotation in degrees)
+DEFAULT_THRESHOLDS: tuple[tuple[float, float], ...] = ((0.05, 5.0), (0.25, 2.0), (0.5, 5.0), (5.0, 10.0))
+
+
+# ---------------------------------------------------------------- metrics
+
+def pose_errors(est: Pose, gt: Pose) -> tuple[float, float]:
+    """(translation error between camera centres, rotation error in degrees)."""
+    dt = float(np.linalg.norm(est.center - gt.center))
+    cos = (np.trace(est.R @ gt.R.T) - 1.0) / 2.0
+    dr = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+    return dt, dr
+
+
+def parse_thresholds(text: str) -> list[tuple[float, float]]:
+    """``"0.05,5;0.25,2"`` -> [(0.05, 5.0), (0.25, 2.0)] (metres, degrees)."""
+    out = []
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        vals = part.split(",")
+        try:
+            t, r = (float(v) for v in vals)
+        except ValueError:
+            raise PramlocError(
+                f"--thresholds: {part.strip()!r} is not 'metres,degrees' "
+                f"(expected e.g. \"0.05,5;0.25,2;0.5,5;5,10\")") from None
+        if not (t > 0 and r > 0 and math.isfinite(t) and math.isfinite(r)):
+            raise PramlocError(f"--thresholds: {part.strip()!r} must be two positive numbers")
+        out.append((t, r))
+    if not out:
+        raise PramlocError("--thresholds: no thresholds given")
+    return out
+
+
+def evaluate(results: dict[str, Pose], gt: dict[str, Pose],
+             thresholds=DEFAULT_THRESHOLDS, queries: list[str] | None = None) -> dict:
+    """Compare estimated poses with ground truth over the query set.
+
+    ``queries`` defaults to all images of ``gt``; results for images outside the query set
+    are ignored, results for images not in ``gt`` are an error. Returns::
+
+        {"num_queries", "num_localized", "missing": [names],
+         "median_translation", "median_rotation_deg",
+         "recall": [{"translation": m, "rotation_deg": d, "recall": fraction}, ...],
+         "per_query": {name: {"translation": m, "rotation_deg": d}}}   # inf if missing
+    """
+    queries = list(gt) if queries is None else list(queries)
+    unknown = [n for n in results if n not in gt]
+    if unknown:
+        raise PramlocError(f"results name {len(unknown)} image(s) not in the ground truth, e.g. {unknown[0]!r}")
+    no_gt = [n for n in queries if n not in gt]
+    if no_gt:
+        raise PramlocError(f"{len(no_gt)} query image(s) have no ground-truth pose, e.g. {no_gt[0]!r}")
+    if not queries:
+        raise PramlocError("the query set is empty")
+
+    per_query, missing = {}, []
+    for name in queries:
+        if name in results:
+            dt, dr = pose_errors(results[name], gt[name])
+        else:
+            dt, dr = math.inf, math.inf
+            missing.append(name)
+        per_query[name] = {"translation": dt, "rotation_deg": dr}
+    errs_t = np.array([e["translation"] for e in per_query.values()])
+    errs_r = np.array([e["rotation_deg"] for e in per_query.values()])
+    recall = [{"translation": t, "rotation_deg": r, "recall": float(np.mean((errs_t <= t) & (errs_r <= r)))}
+              for t, r in thresholds]
+    return {
+        "num_queries": len(queries),
+        "num_localized": len(queries) - len(missing),
+        "missing": missing,
+        "median_translation": float(np.median(errs_t)),
+        "median_rotation_deg": float(np.median(errs_r)),
+        "recall": recall,
+        "per_query": per_query,
+    }
+
+
+# ---------------------------------------------------------------- retrieval
+
+def viewing_direction(pose: Pose) -> np.ndarray:
+    """(3,) the camera's optical axis (its z axis) in world coordinates, ``R^T[:, 2]``."""
+    return pose.R[2]
+
+
+def retrieval_recall(retrieved: dict[str, list[str]], query_poses: dict[str, Pose],
+                     db_poses: dict[str, Pose], max_distance: float = 0.5, max_angle: float = 30.0,
+                     ns=(1, 5, 10)) -> dict:
+    """Share of queries with a positive among their top-N retrieved database images.
+
+    A positive is a database image whose camera centre is within ``max_distance`` (metres)
+    of the query's and whose viewing direction is within ``max_angle`` degrees. The query
+    set is ``query_poses``; a query without a retrieval list counts as a failure.
+    Returns ``{"recall@1": r, "recall@5": r, ..., "num_queries": n,
+    "num_without_positive": queries with no positive in the whole database}``.
+    """
+    for q, dbs in retrieved.items():
+        if q not in query_poses:
+            raise PramlocError(f"retrieval: query {q!r} has no ground-truth pose")
+        bad = [d for d in dbs if d not in db_poses]
+        if bad:
+            raise PramlocError(f"retrieval: database image {bad[0]!r} (for query {q!r}) has no ground-truth pose")
+    if not query_poses:
+        raise PramlocError("retrieval: the query set is empty")
+    db_names = list(db_poses)
+    db_c = np.stack([db_poses[n].center for n in db_names])
+    db_d = np.stack([viewing_direction(db_poses[n]) for n in db_names])
+    cos_max = math.cos(math.radians(max_angle))
+    hits = {n: 0 for n in ns}
+    without_positive = 0
+    for q, pose in query_poses.items():
+        positive = (np.linalg.norm(db_c - pose.center, axis=1) <= max_distance) & (db_d @ viewing_direction(pose) >= cos_max)
+        positives = {db_names[i] for i in np.flatnonzero(positive)}
+        without_positive += not positives
+        ranked = retrieved.get(q, [])
+        for n in ns:
+            hits[n] += any(d in positives for d in ranked[:n])
+    out = {f"recall@{n}": hits[n] / len(query_poses) for n in ns}
+    out.update(num_queries=len(query_poses), num_without_positive=without_positive)
+    return out
+
+
+# ---------------------------------------------------------------- files
+
+def load_ground_truth(dataset: str | None = None, root: Path | None = None, gt_model: Path | None = None,
+                      gt_poses: Path | None = None, queries: Path | None = None) -> tuple[dict[str, Pose], list[str]]:
+    """Ground-truth poses and the query set (the ``queries`` split, else all GT images).
+
+    Exactly one source: ``dataset`` + ``root`` (``pramloc.datasets`` loaders), ``gt_model``
+    (a COLMAP model folder) or ``gt_poses`` (a ``name qw qx qy qz tx ty tz`` file).
+    """
+    from .io import read_image_list
+
+    if sum(x is not None for x in (dataset, gt_model, gt_poses)) != 1:
+        raise PramlocError("give the ground truth once: --dataset (with --root), --gt-model or --gt-poses")
+    if dataset is not None:
+        from .datasets import apply_split, load_dataset
+
+        if root is None:
+            raise PramlocError(f"--dataset {dataset} needs --root DIR")
+        scene = load_dataset(dataset, root)
+        gt = {im.name: im.pose for im in scene.images if im.pose is not None}
+        names = apply_split(scene.names, queries, root) if queries else list(gt)
+    else:
+        if gt_model is not None:
+            from .datasets.colmap import read_colmap_model
+
+            rec = read_colmap_model(gt_model)
+            gt = {im.name: Pose.from_pycolmap(im.cam_from_world()) for im in rec.images.values() if im.has_pose}
+            source = gt_model
+        else:
+            from .io import read_poses
+
+            gt, source = read_poses(gt_poses), gt_poses
+        if not gt:
+            raise PramlocError(f"{source}: no ground-truth poses")
+        names = read_image_list(queries) if queries else list(gt)
+        unknown = [n for n in names if n not in gt]
+        if unknown:
+            raise PramlocError(f"{queries}: {len(unknown)} image(s) not in the ground truth {source}, "
+                               f"e.g. {unknown[0]!r}")
+    no_pose = [n for n in names if n not in gt]
+    if no_pose:
+        raise PramlocError(f"{queries}: {len(no_pose)} query image(s) have no ground-truth pose, e.g. {no_pose[0]!r}")
+    if not names:
+        raise PramlocError("the query set is empty")
+    return gt, names
+
+
+def read_results(path: Path, gt: dict[str, Pose]) -> dict[str, Pose]:
+    """A results file, checking that every image it names is in the ground truth."""
+    from .io import read_poses
+
+    results = read_poses(path)
+    unknown = [n for n in results if n not in gt]
+    if unknown:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        lineno = next(i for i, line in enumerate(lines, 1)
+                      if line.strip() and line.strip().rsplit(maxsplit=7)[0] == unknown[0])
+        example = next(iter(gt))
+        raise PramlocError(f"{path}:{lineno}: image {unknown[0]!r} is not in the ground truth "
+                           f"(ground-truth names look like {example!r})")
+    return results
+
+
+def _labels(paths: list[Path]) -> list[str]:
+    """File stems, with the parent folder added where two stems are the same."""
+    stems = [p.stem for p in paths]
+    labels = [f"{p.parent.name}/{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
+    return [f"{lab} ({i + 1})" if labels.count(lab) > 1 else lab for i, lab in enumerate(labels)]
+
+
+def _json_safe(obj):
+    """Infinite errors (unlocalized queries) become ``null``."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def format_table(report: dict) -> str:
+    """One row per results file: localized/queries, medians and the share within each threshold."""
+    head = ["results", "localized", "missing", "median t (m)", "median R (deg)"]
+    head += [f"{th['translation']:g}m,{th['rotation_deg']:g}deg" for th in report["thresholds"]]
+    rows = []
+    for run in report["runs"]:
+        m = run["metrics"]
+        row = [run["label"], f"{m['num_localized']}/{m['num_queries']}", str(len(m["missing"])),
+               f"{m['median_translation']:.3f}", f"{m['median_rotation_deg']:.2f}"]
+        row += [f"{100 * r['recall']:.1f}%" for r in m["recall"]]
+        rows.append(row)
+    widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
+
+    def fmt(row):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    return "\n".join([fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
+
+
+def main(results_paths: list[Path], gt: dict[str, Pose], queries: list[str] | None = None,
+         thresholds=DEFAULT_THRESHOLDS, json_out: Path | None = None, plot_out: Path | None = None) -> dict:
+    """Evaluate several results files against the same ground truth, side by side.
+
+    Writes the JSON report (``json_out``) and the cumulative-error plot (``plot_out``) if
+    given, and returns ``{"thresholds": [{"translation", "rotation_deg"}], "num_queries",
+    "runs": [{"label", "path", "metrics": evaluate(...)}], "json", "plot"}`` (the JSON file
+    holds the same, with infinite errors as ``null``).
+    """
+    if not results_paths:
+        raise PramlocError("no results files given")
+    paths = [Path(p) for p in results_paths]
+    thresholds = [(float(t), float(r)) for t, r in thresholds]
+    runs = []
+    query_set = set(gt if queries is None else queries)
+    for label, path in zip(_labels(paths), paths):
+        results = read_results(path, gt)
+        ignored = sum(n not in query_set for n in results)
+        if ignored:
+            logger.info("%s: %d pose(s) of images outside the query set ignored", path, ignored)
+        metrics = evaluate(results, gt, thresholds, queries)
+        runs.append({"label": label, "path": str(path), "metrics": metrics})
+    report = {"thresholds": [{"translation": t, "rotation_deg": r} for t, r in thresholds],
+              "num_queries": runs[0]["metrics"]["num_queries"], "runs": runs,
+              "json": str(json_out) if json_out else None, "plot": str(plot_out) if plot_out else None}
+    if json_out is not None:
+        json_out = Path(json_out)
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(_json_safe(report), indent=1) + "\n")
+    if plot_out is not None:
+        from .plots import plot_cumulative_errors
+
+        curves = {run["label"]: run["metrics"]["per_query"] for run in runs}
+        plot_cumulative_errors(curves, plot_out, thresholds)
+    return report

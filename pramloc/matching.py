@@ -1,0 +1,77 @@
+"""Nearest-neighbour descriptor matching (kornia), for 2D-2D and 2D-3D correspondences.
+
+Descriptors are L2-normalised (RootSIFT); distances are Euclidean. The kornia matcher
+is chosen by the two options:
+
+============  =========  ==========================================================
+``mutual``    ``ratio``  kornia function
+============  =========  ==========================================================
+True          None       ``match_mnn``: mutual nearest neighbours
+True          r          ``match_smnn``: mutual, ratio test ``d1 / d2 <= r`` both ways
+False         r          ``match_snn``: ratio test from query to database
+False         None       ``match_nn``: every query descriptor's nearest neighbour
+============  =========  ==========================================================
+
+The ratio tests need a second neighbour: with ``ratio`` set, a side with fewer than two
+descriptors gives no matches (kornia's convention), as does an empty input.
+"""
+
+from __future__ import annotations
+
+import kornia.feature as KF
+import numpy as np
+import torch
+
+from .errors import PramlocError
+
+
+def _as_tensor(desc, device: torch.device | str | None) -> torch.Tensor:
+    t = torch.as_tensor(desc) if not isinstance(desc, torch.Tensor) else desc
+    if device is not None:
+        t = t.to(device)
+    return t.float()
+
+
+@torch.no_grad()
+def match(desc_q, desc_db, ratio: float | None = 0.9, mutual: bool = True,
+          device: str | torch.device | None = None):
+    """Match query descriptors (N, D) to database descriptors (M, D).
+
+    Inputs are numpy arrays or torch tensors (any float dtype; computed in float32 on
+    ``device``, by default the device of ``desc_q`` if it is a tensor, else the CPU).
+    Returns ``matches`` (K, 2) int64 rows ``(index in desc_q, index in desc_db)``, sorted
+    by query index, and their descriptor ``distances`` (K,) float32 (Euclidean, not
+    kornia's ratios), as numpy arrays for numpy ``desc_q`` and as tensors otherwise.
+    """
+    as_numpy = not isinstance(desc_q, torch.Tensor)
+    if device is None:
+        device = desc_q.device if isinstance(desc_q, torch.Tensor) else "cpu"
+    q, db = _as_tensor(desc_q, device), _as_tensor(desc_db, device)
+    if q.ndim != 2 or db.ndim != 2:
+        raise PramlocError(f"match: descriptors must be (N, D) and (M, D), got {tuple(q.shape)} and "
+                           f"{tuple(db.shape)}")
+    if len(q) and len(db) and q.shape[1] != db.shape[1]:
+        raise PramlocError(f"match: descriptor dimensions differ ({q.shape[1]} vs {db.shape[1]})")
+    if ratio is not None and not 0 < ratio <= 1:
+        raise PramlocError(f"match: ratio must be in (0, 1] or None, got {ratio}")
+
+    need = 2 if ratio is not None else 1
+    if len(q) < (need if mutual else 1) or len(db) < need:
+        matches = torch.empty((0, 2), dtype=torch.long, device=q.device)
+        dists = torch.empty((0,), dtype=torch.float32, device=q.device)
+    else:
+        dm = torch.cdist(q, db)  # (N, M)
+        if mutual and ratio is None:
+            _, matches = KF.match_mnn(q, db, dm=dm)
+        elif mutual:
+            _, matches = KF.match_smnn(q, db, th=ratio, dm=dm)
+        elif ratio is not None:
+            _, matches = KF.match_snn(q, db, th=ratio, dm=dm)
+        else:
+            _, matches = KF.match_nn(q, db, dm=dm)
+        matches = matches.long().reshape(-1, 2)
+        matches = matches[torch.argsort(matches[:, 0], stable=True)]
+        dists = dm[matches[:, 0], matches[:, 1]].float()
+    if as_numpy:
+        return matches.cpu().numpy(), dists.cpu().numpy()
+    return matches, dists

@@ -1,0 +1,148 @@
+"""Absolute pose from 2D-3D correspondences (pycolmap LO-RANSAC P3P + refinement), and a
+second pass that re-matches the map points projected with a first pose.
+
+Conventions: poses are world-to-camera (:class:`pramloc.geometry.Pose`); 2D points are
+in the keypoint convention of the features files (centre of the top-left pixel at
+(0, 0)); COLMAP puts that centre at (0.5, 0.5), so 0.5 is added before pycolmap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from .errors import PramlocError
+from .geometry import Camera, Pose, project
+
+MIN_POINTS = 4  # P3P uses 3; a fourth point is needed to reject wrong solutions
+
+
+@dataclass
+class PoseEstimate:
+    """A camera pose (world-to-camera) with its RANSAC support.
+
+    ``inlier_mask`` (N,) refers to the N correspondences the pose was estimated from; for
+    :func:`refine_by_projection` these are ``matches`` (N, 2) rows of (query keypoint
+    index, map point index).
+    """
+
+    pose: Pose
+    num_inliers: int
+    inlier_mask: np.ndarray
+    matches: np.ndarray | None = None
+
+
+def estimate_pose(points2D: np.ndarray, points3D: np.ndarray, camera: Camera, max_error_px: float,
+                  min_inliers: int, seed: int = 0) -> PoseEstimate | None:
+    """Robust absolute pose: ``pycolmap.estimate_and_refine_absolute_pose``.
+
+    points2D: (N, 2) pixels, keypoint convention; points3D: (N, 3) world coordinates;
+    max_error_px: RANSAC reprojection threshold; returns None when there are fewer than
+    4 correspondences, RANSAC fails, or it finds fewer than ``min_inliers`` inliers.
+    ``seed`` makes RANSAC deterministic (None: random).
+    """
+    import pycolmap
+
+    p2 = np.asarray(points2D, dtype=np.float64).reshape(-1, 2)
+    p3 = np.asarray(points3D, dtype=np.float64).reshape(-1, 3)
+    if len(p2) != len(p3):
+        raise PramlocError(f"estimate_pose: {len(p2)} 2D points but {len(p3)} 3D points")
+    if len(p2) < max(MIN_POINTS, min_inliers):
+        return None
+    if not (np.all(np.isfinite(p2)) and np.all(np.isfinite(p3))):
+        raise PramlocError("estimate_pose: correspondences contain NaN or infinite values")
+    options = pycolmap.AbsolutePoseEstimationOptions()
+    options.ransac.max_error = float(max_error_px)
+    if seed is not None:
+        options.ransac.random_seed = int(seed)
+    refinement = pycolmap.AbsolutePoseRefinementOptions()
+    ret = pycolmap.estimate_and_refine_absolute_pose(p2 + 0.5, p3, camera.to_pycolmap(), options, refinement)
+    if ret is None:
+        return None
+    num_inliers = int(ret["num_inliers"])
+    if num_inliers < max(MIN_POINTS, min_inliers):
+        return None
+    mask = np.asarray(ret["inlier_mask"], dtype=bool).reshape(-1)
+    return PoseEstimate(Pose.from_pycolmap(ret["cam_from_world"]), num_inliers, mask)
+
+
+def _as_numpy(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def match_by_projection(pose: Pose, camera: Camera, query_kps: np.ndarray, query_desc: np.ndarray,
+                        map_xyz: np.ndarray, map_desc: np.ndarray, radius_px: float,
+                        ratio: float | None = 0.9) -> tuple[np.ndarray, np.ndarray]:
+    """Match query keypoints to the map points that ``pose`` projects within ``radius_px``.
+
+    query_kps (N, 2) pixels, query_desc (N, D); map_xyz (P, 3), map_desc (P, D).
+    Only points in front of the camera and inside the image are candidates. Each query
+    keypoint takes its nearest candidate by descriptor distance if it passes the ratio
+    test against the second nearest candidate (a lone candidate passes); each map point
+    keeps its best query keypoint. Returns matches (K, 2) int64 rows (query index, map
+    index) and their descriptor distances (K,).
+    """
+    kps = np.asarray(query_kps, dtype=np.float64).reshape(-1, 2)
+    qd, md = _as_numpy(query_desc).astype(np.float32), _as_numpy(map_desc).astype(np.float32)
+    xyz = np.asarray(map_xyz, dtype=np.float64).reshape(-1, 3)
+    if len(kps) != len(qd) or len(xyz) != len(md):
+        raise PramlocError(f"match_by_projection: {len(kps)} keypoints / {len(qd)} descriptors, "
+                           f"{len(xyz)} points / {len(md)} descriptors")
+    empty = np.zeros((0, 2), np.int64), np.zeros((0,), np.float32)
+    if len(kps) == 0 or len(xyz) == 0:
+        return empty
+    uv, depth = project(camera, pose, xyz)
+    visible = ((depth > 1e-6) & (uv[:, 0] >= -0.5) & (uv[:, 1] >= -0.5)
+               & (uv[:, 0] < camera.width - 0.5) & (uv[:, 1] < camera.height - 0.5))
+    vis_idx = np.flatnonzero(visible)
+    if len(vis_idx) == 0:
+        return empty
+    # All (keypoint, visible point) pairs closer than radius_px in the image.
+    pairs = cKDTree(kps).sparse_distance_matrix(cKDTree(uv[vis_idx]), float(radius_px), output_type="ndarray")
+    if len(pairs) == 0:
+        return empty
+    qi, pj = pairs["i"].astype(np.int64), vis_idx[pairs["j"]].astype(np.int64)
+    dist = np.linalg.norm(qd[qi] - md[pj], axis=1)
+    # Per keypoint: nearest and second-nearest candidate by descriptor distance.
+    order = np.lexsort((dist, qi))
+    qi, pj, dist = qi[order], pj[order], dist[order]
+    first = np.flatnonzero(np.r_[True, qi[1:] != qi[:-1]])
+    has_second = np.r_[first[1:], len(qi)] - first > 1
+    second = np.where(has_second, dist[np.minimum(first + 1, len(dist) - 1)], np.inf)
+    keep = first if ratio is None else first[dist[first] <= ratio * second]
+    qi, pj, dist = qi[keep], pj[keep], dist[keep]
+    # One keypoint per map point: the closest in descriptor space.
+    order = np.lexsort((dist, pj))
+    qi, pj, dist = qi[order], pj[order], dist[order]
+    unique = np.r_[True, pj[1:] != pj[:-1]]
+    qi, pj, dist = qi[unique], pj[unique], dist[unique]
+    order = np.argsort(qi, kind="stable")
+    return np.stack([qi[order], pj[order]], 1), dist[order].astype(np.float32)
+
+
+def refine_by_projection(pose: Pose | PoseEstimate, camera: Camera, query_kps: np.ndarray,
+                         query_desc: np.ndarray, map_xyz: np.ndarray, map_desc: np.ndarray,
+                         radius_px: float, ratio: float | None, max_error_px: float, min_inliers: int,
+                         seed: int = 0) -> PoseEstimate | None:
+    """Second pass: match by projection with a first pose (:func:`match_by_projection`),
+    then re-estimate the pose from these matches (:func:`estimate_pose`).
+
+    With a first :class:`PoseEstimate`, returns whichever of the two has more inliers;
+    with a bare :class:`Pose`, returns the refined estimate or None. The refined
+    estimate carries its ``matches`` (query index, map index).
+    """
+    first = pose if isinstance(pose, PoseEstimate) else None
+    start = first.pose if first is not None else pose
+    matches, _ = match_by_projection(start, camera, query_kps, query_desc, map_xyz, map_desc, radius_px, ratio)
+    refined = None
+    if len(matches):
+        refined = estimate_pose(np.asarray(query_kps)[matches[:, 0]], np.asarray(map_xyz)[matches[:, 1]],
+                                camera, max_error_px, min_inliers, seed)
+        if refined is not None:
+            refined.matches = matches
+    if first is not None and (refined is None or first.num_inliers > refined.num_inliers):
+        return first
+    return refined

@@ -1,0 +1,257 @@
+"""Sparse 3D models with pycolmap: triangulation from known poses (as hloc does) or
+full incremental structure-from-motion when only images are given.
+
+Keypoints in the features file use the hloc convention (top-left pixel centre at (0, 0));
+COLMAP's origin is the pixel corner, so 0.5 is added when they enter COLMAP.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+import torch
+
+from . import logger
+from .datasets import Scene
+from .errors import PramlocError
+from .geometry import Camera, Pose
+from .io import read_features
+from .progress import track
+
+
+def pairs_from_poses(scene: Scene, num_pairs: int, max_distance: float | None = None,
+                     max_angle: float = 90.0) -> list[tuple[str, str]]:
+    """For each image, its ``num_pairs`` nearest map images by camera centre among those
+    whose viewing directions differ by at most ``max_angle`` degrees (and whose centres are
+    within ``max_distance``, if given). Unordered and unique."""
+    names = scene.names
+    centers = np.stack([scene[n].pose.center for n in names])
+    dirs = np.stack([scene[n].pose.R[2] for n in names])  # viewing direction in world
+    dist = np.linalg.norm(centers[:, None] - centers[None], axis=-1)
+    cosang = np.clip(dirs @ dirs.T, -1, 1)
+    valid = cosang >= np.cos(np.deg2rad(max_angle))
+    if max_distance is not None:
+        valid &= dist <= max_distance
+    np.fill_diagonal(valid, False)
+    dist = np.where(valid, dist, np.inf)
+    pairs = set()
+    for i in range(len(names)):
+        for j in np.argsort(dist[i], kind="stable")[:num_pairs]:
+            if np.isfinite(dist[i, j]):
+                pairs.add((min(i, j), max(i, j)))
+    return [(names[i], names[j]) for i, j in sorted(pairs)]
+
+
+def exhaustive_pairs(names: list[str]) -> list[tuple[str, str]]:
+    return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+
+
+@torch.inference_mode()
+def match_descriptors(d0: np.ndarray, d1: np.ndarray, ratio: float = 0.9) -> np.ndarray:
+    """Mutual nearest neighbours with a ratio test (kornia). (N,D), (M,D) -> (K, 2) indices."""
+    import kornia.feature as KF
+
+    if len(d0) < 2 or len(d1) < 2:
+        return np.zeros((0, 2), np.int64)
+    t0, t1 = torch.from_numpy(d0), torch.from_numpy(d1)
+    # Unit-norm descriptors: one matrix product instead of kornia's cdist (3x faster).
+    dm = (2 - 2 * t0 @ t1.T).clamp_(min=0).sqrt_()
+    _, idx = KF.match_smnn(t0, t1, ratio, dm=dm)
+    return idx.numpy().astype(np.int64)
+
+
+def _fundamental(cam0: Camera, pose0: Pose, cam1: Camera, pose1: Pose) -> np.ndarray:
+    R = pose1.R @ pose0.R.T
+    t = pose1.tvec - R @ pose0.tvec
+    tx = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]])
+    return np.linalg.inv(cam1.K()).T @ (tx @ R) @ np.linalg.inv(cam0.K())
+
+
+def sampson_error(F: np.ndarray, x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
+    """Sampson distance (px^2) of correspondences x0 (N,2) <-> x1 (N,2) under F."""
+    h0 = np.concatenate([x0, np.ones((len(x0), 1))], 1)
+    h1 = np.concatenate([x1, np.ones((len(x1), 1))], 1)
+    Fx0 = h0 @ F.T
+    Ftx1 = h1 @ F
+    num = np.sum(h1 * Fx0, 1) ** 2
+    den = Fx0[:, 0] ** 2 + Fx0[:, 1] ** 2 + Ftx1[:, 0] ** 2 + Ftx1[:, 1] ** 2
+    return num / np.maximum(den, 1e-12)
+
+
+def _camera_ids(scene: Scene) -> dict[str, int]:
+    """One COLMAP camera per distinct intrinsics; name -> camera_id (1-based)."""
+    keys, ids = {}, {}
+    for im in scene.images:
+        key = im.camera.to_string()
+        ids[im.name] = keys.setdefault(key, len(keys) + 1)
+    return ids
+
+
+def _write_database(db_path: Path, scene: Scene, features: Path, rec: pycolmap.Reconstruction | None):
+    """Cameras, rigs, frames, images and keypoints into a new COLMAP database."""
+    if db_path.exists():
+        db_path.unlink()
+    with pycolmap.Database.open(str(db_path)) as db:
+        if rec is not None:
+            for cam in rec.cameras.values():
+                db.write_camera(cam, use_camera_id=True)
+            for rig in rec.rigs.values():
+                db.write_rig(rig, use_rig_id=True)
+            for frame in rec.frames.values():
+                db.write_frame(frame, use_frame_id=True)
+            images = {im.name: im for im in rec.images.values()}
+        for i, name in enumerate(scene.names, 1):
+            kps = read_features(features, name)["keypoints"].astype(np.float32) + 0.5
+            if rec is None:  # unknown intrinsics: one SIMPLE_RADIAL camera per image
+                h5_size = read_features(features, name)["image_size"]
+                w, h = int(h5_size[0]), int(h5_size[1])
+                f = 1.2 * max(w, h)
+                cam = pycolmap.Camera(model="SIMPLE_RADIAL", width=w, height=h,
+                                      params=[f, w / 2, h / 2, 0.0], camera_id=i)
+                db.write_camera(cam, use_camera_id=True)
+                rig = pycolmap.Rig(rig_id=i)
+                rig.add_ref_sensor(cam.sensor_id)
+                db.write_rig(rig, use_rig_id=True)
+                frame = pycolmap.Frame(frame_id=i, rig_id=i)
+                frame.add_data_id(pycolmap.data_t(cam.sensor_id, i))
+                db.write_frame(frame, use_frame_id=True)
+                image = pycolmap.Image(name=name, camera_id=i, image_id=i)
+                image.frame_id = i
+                db.write_image(image, use_image_id=True)
+            else:
+                db.write_image(images[name], use_image_id=True)
+            db.write_keypoints(i, kps)
+
+
+def _known_pose_reconstruction(scene: Scene, features: Path) -> pycolmap.Reconstruction:
+    rec = pycolmap.Reconstruction()
+    cam_ids = _camera_ids(scene)
+    for im in scene.images:
+        cid = cam_ids[im.name]
+        if not rec.exists_camera(cid):
+            cam = im.camera.to_pycolmap()
+            cam.camera_id = cid
+            rec.add_camera_with_trivial_rig(cam)
+    for i, im in enumerate(scene.images, 1):
+        kps = read_features(features, im.name)["keypoints"].astype(np.float64) + 0.5
+        image = pycolmap.Image(name=im.name, keypoints=kps, camera_id=cam_ids[im.name], image_id=i)
+        rec.add_image_with_trivial_frame(image, im.pose.to_pycolmap())
+    return rec
+
+
+def _match_pairs(scene: Scene, features: Path, pairs: list[tuple[str, str]], ratio: float,
+                 known_poses: bool, max_epipolar_error: float = 4.0):
+    """Match each pair; with known poses keep matches with Sampson error below the
+    threshold (geometric verification from the given poses, no RANSAC needed)."""
+    cache: dict[str, dict] = {}
+
+    def feats(name):
+        if name not in cache:
+            if len(cache) > 64:
+                cache.pop(next(iter(cache)))
+            cache[name] = read_features(features, name)
+        return cache[name]
+
+    out = {}
+    for a, b in track(pairs, desc="matching"):
+        fa, fb = feats(a), feats(b)
+        m = match_descriptors(fa["descriptors"], fb["descriptors"], ratio)
+        if known_poses and len(m):
+            F = _fundamental(scene[a].camera, scene[a].pose, scene[b].camera, scene[b].pose)
+            err = sampson_error(F, fa["keypoints"][m[:, 0]] + 0.5, fb["keypoints"][m[:, 1]] + 0.5)
+            m = m[err < max_epipolar_error ** 2]
+        out[(a, b)] = m
+    return out
+
+
+def triangulate(scene: Scene, features: Path, work_dir: Path, conf: dict) -> pycolmap.Reconstruction:
+    """Triangulate 3D points with the scene's known cameras and poses (kept fixed).
+
+    Returns the reconstruction; its ``points2D`` are the features file's keypoints
+    (same order), so ``point2D_idx`` indexes the keypoints of that image.
+    """
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    missing = [im.name for im in scene.images if im.pose is None or im.camera is None]
+    if missing:
+        raise PramlocError(f"image {missing[0]!r} has no known pose or camera; cannot triangulate")
+    pairs = pairs_from_poses(scene, conf["num_pairs"], conf.get("max_pair_distance"),
+                             conf.get("min_overlap_angle", 90))
+    logger.info("Matching %d image pairs selected by pose.", len(pairs))
+    matches = _match_pairs(scene, features, pairs, conf.get("ratio", 0.9), known_poses=True,
+                           max_epipolar_error=conf.get("max_epipolar_error", 4.0))
+    rec = _known_pose_reconstruction(scene, features)
+    db_path = work_dir / "database.db"
+    _write_database(db_path, scene, features, rec)
+    ids = {n: i for i, n in enumerate(scene.names, 1)}
+    with pycolmap.Database.open(str(db_path)) as db:
+        for (a, b), m in matches.items():
+            m = m.astype(np.uint32)
+            db.write_matches(ids[a], ids[b], m)
+            db.write_two_view_geometry(ids[a], ids[b], pycolmap.TwoViewGeometry(
+                config=pycolmap.TwoViewGeometryConfiguration.CALIBRATED, inlier_matches=m))
+    opts = pycolmap.IncrementalPipelineOptions()
+    opts.triangulation.min_angle = conf.get("min_tri_angle", 1.5)
+    opts.triangulation.complete_max_reproj_error = conf.get("max_reproj_error", 4.0)
+    opts.triangulation.merge_max_reproj_error = conf.get("max_reproj_error", 4.0)
+    opts.triangulation.ignore_two_view_tracks = False
+    opts.mapper.filter_max_reproj_error = conf.get("max_reproj_error", 4.0)
+    out = work_dir / "triangulated"
+    out.mkdir(exist_ok=True)
+    logger.info("Triangulating with known poses (pycolmap).")
+    rec = pycolmap.triangulate_points(rec, str(db_path), str(scene.image_dir), str(out),
+                                      clear_points=True, options=opts, refine_intrinsics=False)
+    db_path.unlink()
+    return rec
+
+
+def reconstruct(scene: Scene, features: Path, work_dir: Path, conf: dict) -> pycolmap.Reconstruction:
+    """Structure-from-motion from images alone (exhaustive pairs, incremental mapping).
+
+    Returns the largest model; images it could not register are dropped with a warning.
+    """
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    pairs = exhaustive_pairs(scene.names)
+    logger.info("Structure-from-motion: matching %d image pairs exhaustively.", len(pairs))
+    matches = _match_pairs(scene, features, pairs, conf.get("ratio", 0.9), known_poses=False)
+    db_path = work_dir / "database.db"
+    _write_database(db_path, scene, features, None)
+    ids = {n: i for i, n in enumerate(scene.names, 1)}
+    pairs_txt = work_dir / "pairs.txt"
+    with pycolmap.Database.open(str(db_path)) as db:
+        for (a, b), m in matches.items():
+            db.write_matches(ids[a], ids[b], m.astype(np.uint32))
+    pairs_txt.write_text("".join(f"{a}\n{b}\n"[:0] + f"{a} {b}\n" for a, b in matches))
+    pycolmap.verify_matches(str(db_path), str(pairs_txt))
+    out = work_dir / "sfm"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir()
+    opts = pycolmap.IncrementalPipelineOptions()
+    opts.triangulation.ignore_two_view_tracks = False
+    opts.random_seed = conf.get("seed", 0)
+    logger.info("Running incremental mapping (pycolmap).")
+    models = pycolmap.incremental_mapping(str(db_path), str(scene.image_dir), str(out), options=opts)
+    db_path.unlink()
+    if not models:
+        raise PramlocError(f"{scene.image_dir}: structure-from-motion registered no images "
+                           "(too little overlap or texture)")
+    rec = max(models.values(), key=lambda r: r.num_reg_images())
+    dropped = len(scene.names) - rec.num_reg_images()
+    if dropped:
+        logger.warning("SfM registered %d of %d images.", rec.num_reg_images(), len(scene.names))
+    return rec
+
+
+def model_stats(rec: pycolmap.Reconstruction) -> dict:
+    """Registered images, 3D points, mean track length, mean reprojection error (px)."""
+    return {
+        "registered_images": int(rec.num_reg_images()),
+        "points3D": int(rec.num_points3D()),
+        "mean_track_length": float(rec.compute_mean_track_length()) if rec.num_points3D() else 0.0,
+        "mean_reprojection_error": float(rec.compute_mean_reprojection_error()) if rec.num_points3D() else 0.0,
+    }
