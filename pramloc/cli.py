@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
 from . import logger
 from .errors import PramlocError
@@ -46,6 +47,93 @@ def main(verbose: int, quiet: bool):
 
 
 # --- map commands ---
+
+DATASET_PRESETS = {"7scenes": "indoor", "strecha": "outdoor", "colmap": "outdoor", "images": "outdoor"}
+
+
+@main.command("build-map")
+@click.option("--dataset", type=click.Choice(["7scenes", "strecha"]), help="A dataset in its native layout.")
+@click.option("--root", type=click.Path(path_type=Path), help="Dataset root (with --dataset).")
+@click.option("--images", type=click.Path(path_type=Path), help="Image folder (with --colmap, or alone for SfM).")
+@click.option("--colmap", "colmap_model", type=click.Path(path_type=Path), help="COLMAP model (text or binary) with trusted poses.")
+@click.option("--split", type=click.Path(path_type=Path), help="File listing the map images (names relative to the root).")
+@click.option("--out", type=click.Path(path_type=Path), help="Map folder (default: maps/NAME).")
+@click.option("--config", "preset", default=None, help="Preset (indoor, outdoor) or a YAML file.")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a config value.")
+@click.option("--train-minutes", type=float, help="Time budget of recognizer training.")
+@click.option("--no-train", is_flag=True, help="Skip recognizer training.")
+@click.option("--device", default=None, help="Training device (cpu, cuda; default: cpu).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing map.")
+@handle_errors
+def build_map(dataset, root, images, colmap_model, split, out, preset, overrides, train_minutes, no_train, device, overwrite):
+    """Build a landmark map from images (+ known poses, or structure-from-motion)."""
+    from . import build, datasets
+    from .config import load_config
+
+    if dataset:
+        if root is None:
+            raise PramlocError("--dataset needs --root")
+        scene, kind, name = datasets.load_dataset(dataset, root, split), dataset, Path(root).name
+    elif images is not None:
+        kind = "colmap" if colmap_model else "images"
+        scene = (datasets.load_colmap(images, colmap_model, split) if colmap_model
+                 else datasets.load_images(images, split))
+        name = Path(images).resolve().name if Path(images).resolve().name != "images" else Path(images).resolve().parent.name
+    else:
+        raise PramlocError("give --dataset with --root, or --images (with --colmap for known poses)")
+    conf = load_config(preset or DATASET_PRESETS[kind], list(overrides))
+    if train_minutes is not None:
+        conf["recognizer"]["train_minutes"] = train_minutes
+    out = out or Path("maps") / name
+    manifest = build.main(conf, scene, out, overwrite=overwrite, train=not no_train, device=device)
+    s = manifest["stats"]["model"]
+    click.echo(f"map: {out}")
+    click.echo(f"registered images {s['registered_images']}, 3D points {s['points3D']}, "
+               f"mean track length {s['mean_track_length']:.2f}, reprojection error {s['mean_reprojection_error']:.2f} px")
+    c = manifest["counts"]
+    click.echo(f"landmarks {c['landmarks']}, kept points {c['points']}, "
+               f"stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in manifest["timings"].items()))
+
+
+@main.command()
+@click.argument("map_path", type=click.Path(path_type=Path))
+@handle_errors
+def info(map_path):
+    """Summary of a map: images, points, landmarks, size on disk by part."""
+    from .mapio import h5_part_sizes, load_map, part_sizes
+
+    m = load_map(map_path)
+    man = m.manifest
+    click.echo(f"map {map_path} (format {man['format_version']}, pramloc {man.get('pramloc_version')}, {man.get('created')})")
+    click.echo(f"source: {man.get('source', {}).get('kind')} {man.get('source', {}).get('root')}")
+    click.echo(f"features: {man['feature']['name']} (max side {man['feature'].get('max_side')})")
+    c = man["counts"]
+    click.echo(f"images {c['images']}, points {c['points']}, landmarks {c['landmarks']}, observations {c['observations']}")
+    per = np.bincount(m.point_landmark, minlength=m.num_landmarks)
+    click.echo(f"points per landmark: min {per.min()}, median {int(np.median(per))}, max {per.max()}")
+    sizes = part_sizes(map_path)
+    click.echo("size on disk: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sorted(sizes.items()))
+               + f"; total {sum(sizes.values()) / 1e6:.2f} MB")
+    click.echo("map.h5 by part: " + ", ".join(f"{k} {v / 1e6:.3f} MB" for k, v in sorted(h5_part_sizes(map_path).items())))
+    rec = man.get("recognizer")
+    click.echo("recognizer: " + (", ".join(f"{k} {v}" for k, v in rec.items() if not isinstance(v, (dict, list)))
+                                  if rec else "none (build without --no-train to train one)"))
+
+
+@main.command("viz-map")
+@click.argument("map_path", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Output folder (default: the map folder's sibling NAME_viz).")
+@click.option("--no-png", is_flag=True, help="Only the PLY.")
+@handle_errors
+def viz_map(map_path, out_dir, no_png):
+    """Write the map's points coloured by landmark as PLY (and a PNG render)."""
+    from . import viz
+    from .mapio import load_map
+
+    m = load_map(map_path)
+    out_dir = out_dir or Path(map_path).parent / f"{Path(map_path).name}_viz"
+    for kind, path in viz.main(m, out_dir, png=not no_png).items():
+        click.echo(f"{kind}: {path}")
 
 
 # --- recognizer commands ---

@@ -19,7 +19,6 @@ descriptors gives no matches (kornia's convention), as does an empty input.
 from __future__ import annotations
 
 import kornia.feature as KF
-import numpy as np
 import torch
 
 from .errors import PramlocError

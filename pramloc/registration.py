@@ -73,6 +73,24 @@ def _as_numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
+def _pair_distances(desc_a: np.ndarray, desc_b: np.ndarray, ia: np.ndarray, ib: np.ndarray,
+                    chunk: int = 4096) -> np.ndarray:
+    """Euclidean distances between desc_a[ia] and desc_b[ib], in cache-sized chunks."""
+    out = np.empty(len(ia), np.float32)
+    for s in range(0, len(ia), chunk):
+        diff = desc_a[ia[s:s + chunk]]
+        diff -= desc_b[ib[s:s + chunk]]
+        out[s:s + chunk] = np.einsum("ij,ij->i", diff, diff)
+    return np.sqrt(out)
+
+
+def _group_sort(group: np.ndarray, value: np.ndarray) -> np.ndarray:
+    """Order sorting by ``group`` then ``value`` (>= 0): one argsort on a combined key."""
+    if len(value) == 0:
+        return np.zeros(0, np.int64)
+    return np.argsort(group * (float(value.max()) + 1.0) + value, kind="stable")
+
+
 def match_by_projection(pose: Pose, camera: Camera, query_kps: np.ndarray, query_desc: np.ndarray,
                         map_xyz: np.ndarray, map_desc: np.ndarray, radius_px: float,
                         ratio: float | None = 0.9) -> tuple[np.ndarray, np.ndarray]:
@@ -91,6 +109,8 @@ def match_by_projection(pose: Pose, camera: Camera, query_kps: np.ndarray, query
     if len(kps) != len(qd) or len(xyz) != len(md):
         raise PramlocError(f"match_by_projection: {len(kps)} keypoints / {len(qd)} descriptors, "
                            f"{len(xyz)} points / {len(md)} descriptors")
+    if len(qd) and len(md) and qd.shape[1] != md.shape[1]:
+        raise PramlocError(f"match_by_projection: descriptor dimensions differ ({qd.shape[1]} vs {md.shape[1]})")
     empty = np.zeros((0, 2), np.int64), np.zeros((0,), np.float32)
     if len(kps) == 0 or len(xyz) == 0:
         return empty
@@ -105,9 +125,9 @@ def match_by_projection(pose: Pose, camera: Camera, query_kps: np.ndarray, query
     if len(pairs) == 0:
         return empty
     qi, pj = pairs["i"].astype(np.int64), vis_idx[pairs["j"]].astype(np.int64)
-    dist = np.linalg.norm(qd[qi] - md[pj], axis=1)
+    dist = _pair_distances(qd, md, qi, pj)
     # Per keypoint: nearest and second-nearest candidate by descriptor distance.
-    order = np.lexsort((dist, qi))
+    order = _group_sort(qi, dist)
     qi, pj, dist = qi[order], pj[order], dist[order]
     first = np.flatnonzero(np.r_[True, qi[1:] != qi[:-1]])
     has_second = np.r_[first[1:], len(qi)] - first > 1
@@ -115,7 +135,7 @@ def match_by_projection(pose: Pose, camera: Camera, query_kps: np.ndarray, query
     keep = first if ratio is None else first[dist[first] <= ratio * second]
     qi, pj, dist = qi[keep], pj[keep], dist[keep]
     # One keypoint per map point: the closest in descriptor space.
-    order = np.lexsort((dist, pj))
+    order = _group_sort(pj, dist)
     qi, pj, dist = qi[order], pj[order], dist[order]
     unique = np.r_[True, pj[1:] != pj[:-1]]
     qi, pj, dist = qi[unique], pj[unique], dist[unique]

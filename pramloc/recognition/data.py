@@ -1,0 +1,188 @@
+"""Training data of the landmark recognizer: labelled keypoints of the map images, the
+train/val split, viewpoint augmentation and batching of variable-length keypoint sets.
+
+Coordinates fed to the network are *normalised*: centred on the image centre and divided
+by half the longest side, so that the long side spans [-1, 1] and the aspect ratio is
+kept (see :func:`normalize_keypoints`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import PramlocError
+
+IGNORE_INDEX = -100  # label of padding tokens (ignored by the loss)
+
+
+@dataclass
+class TrainingImage:
+    """Keypoints of one map image with their landmark labels.
+
+    - ``keypoints`` (N, 2) float32: pixels of the original image (hloc convention).
+    - ``descriptors`` (N, D) float32: e.g. RootSIFT, D = 128.
+    - ``labels`` (N,) int64: 0 = background, ``l + 1`` = landmark ``l``.
+    - ``image_size``: (W, H) of the original image.
+    """
+
+    name: str
+    keypoints: np.ndarray
+    descriptors: np.ndarray
+    labels: np.ndarray
+    image_size: tuple[int, int]
+
+    def __post_init__(self):
+        self.keypoints = np.asarray(self.keypoints, dtype=np.float32)
+        self.descriptors = np.asarray(self.descriptors, dtype=np.float32)
+        self.labels = np.asarray(self.labels)
+        self.image_size = tuple(int(v) for v in np.asarray(self.image_size).reshape(-1))
+        check_inputs(self.keypoints, self.descriptors, self.image_size, what=f"training image {self.name!r}")
+        if self.labels.shape != (len(self.keypoints),):
+            raise PramlocError(f"training image {self.name!r}: labels have shape {self.labels.shape}, "
+                               f"expected ({len(self.keypoints)},) (one per keypoint)")
+        if self.labels.size and not np.issubdtype(self.labels.dtype, np.integer):
+            raise PramlocError(f"training image {self.name!r}: labels must be integers, got {self.labels.dtype}")
+        self.labels = self.labels.astype(np.int64)
+        if self.labels.size and self.labels.min() < 0:
+            raise PramlocError(f"training image {self.name!r}: negative label {self.labels.min()} "
+                               "(0 = background, l + 1 = landmark l)")
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+
+def check_inputs(keypoints: np.ndarray, descriptors: np.ndarray, image_size, what: str = "input",
+                 dim: int | None = None) -> None:
+    """Raise :class:`PramlocError` unless keypoints (N, 2), descriptors (N, D) and
+    image_size (W, H) are consistent, finite and (if given) D == ``dim``."""
+    if keypoints.ndim != 2 or keypoints.shape[1] != 2:
+        raise PramlocError(f"{what}: keypoints must have shape (N, 2), got {tuple(keypoints.shape)}")
+    if descriptors.ndim != 2 or descriptors.shape[0] != keypoints.shape[0]:
+        raise PramlocError(f"{what}: descriptors must have shape (N, D) with N = {keypoints.shape[0]} "
+                           f"keypoints, got {tuple(descriptors.shape)}")
+    if dim is not None and descriptors.shape[1] != dim:
+        raise PramlocError(f"{what}: descriptors have dimension {descriptors.shape[1]}, the recognizer "
+                           f"expects {dim}")
+    size = np.asarray(image_size).reshape(-1)
+    if size.shape != (2,) or not np.all(np.isfinite(size)) or np.any(size <= 0):
+        raise PramlocError(f"{what}: image_size must be (W, H) with positive values, got {image_size!r}")
+    if not (np.all(np.isfinite(keypoints)) and np.all(np.isfinite(descriptors))):
+        raise PramlocError(f"{what}: keypoints or descriptors contain NaN or infinite values")
+
+
+def check_training_images(images: list[TrainingImage], num_landmarks: int) -> int:
+    """Validate the training set against ``num_landmarks``; returns the descriptor dimension."""
+    if num_landmarks < 1:
+        raise PramlocError(f"recognizer training: num_landmarks must be >= 1, got {num_landmarks}")
+    if not images:
+        raise PramlocError("recognizer training: no training images")
+    dims = {im.descriptors.shape[1] for im in images}
+    if len(dims) != 1:
+        raise PramlocError(f"recognizer training: descriptors of different dimensions {sorted(dims)}")
+    labelled = 0
+    for im in images:
+        if not isinstance(im, TrainingImage):
+            raise PramlocError(f"recognizer training: expected TrainingImage, got {type(im).__name__}")
+        if im.labels.size and im.labels.max() > num_landmarks:
+            raise PramlocError(f"training image {im.name!r}: label {im.labels.max()} out of range for "
+                               f"{num_landmarks} landmarks (labels are 0..{num_landmarks})")
+        labelled += int((im.labels > 0).sum())
+    if labelled == 0:
+        raise PramlocError("recognizer training: no keypoint is labelled with a landmark (all background)")
+    return dims.pop()
+
+
+def normalize_keypoints(keypoints: np.ndarray, image_size) -> np.ndarray:
+    """Pixels (N, 2) -> (N, 2) centred on the image centre, long side in [-1, 1]."""
+    w, h = (float(v) for v in np.asarray(image_size).reshape(-1))
+    center = np.array([(w - 1) / 2, (h - 1) / 2], dtype=np.float32)
+    return ((keypoints - center) / (max(w, h) / 2)).astype(np.float32)
+
+
+def split_train_val(images: list[TrainingImage], val_fraction: float, seed: int
+                    ) -> tuple[list[TrainingImage], list[TrainingImage]]:
+    """Hold out ``round(val_fraction * n)`` images (at least 1 if the fraction is > 0 and
+    n >= 2), chosen by a seeded permutation; the rest keeps its order."""
+    n = len(images)
+    n_val = min(max(int(round(val_fraction * n)), 1 if val_fraction > 0 and n >= 2 else 0), n - 1)
+    if n_val <= 0:
+        return list(images), []
+    val_idx = set(np.random.default_rng(seed).permutation(n)[:n_val].tolist())
+    return ([im for i, im in enumerate(images) if i not in val_idx],
+            [im for i, im in enumerate(images) if i in val_idx])
+
+
+@dataclass
+class View:
+    """One (augmented) view of an image: normalised coords (N, 2), descriptors (N, D), labels (N,)."""
+
+    xy: np.ndarray
+    descriptors: np.ndarray
+    labels: np.ndarray
+
+
+def plain_view(image: TrainingImage, max_keypoints: int | None = None) -> View:
+    """The image as the recognizer sees it at test time (first ``max_keypoints`` keypoints)."""
+    n = len(image) if not max_keypoints else min(len(image), max_keypoints)
+    return View(normalize_keypoints(image.keypoints[:n], image.image_size), image.descriptors[:n], image.labels[:n])
+
+
+def augmented_view(image: TrainingImage, rng: np.random.Generator, conf: dict) -> View:
+    """A random new viewpoint of ``image``, on normalised coordinates:
+
+    1. random affine of the frame (zoom ``exp(U(-scale, scale))``, rotation ``U(-rotation,
+       rotation)`` degrees, anisotropy ``exp(U(-aspect, aspect))``, shift ``U(-shift, shift)``),
+       then the keypoints that leave the original frame are cropped (unless too few remain);
+    2. a random subset of ``U(min_keypoints, max_keypoints)`` keypoints;
+    3. Gaussian coordinate jitter (std ``jitter``, normalised units);
+    4. Gaussian descriptor noise (std ``U(0, descriptor_noise)``), clipped at 0 and L2-normalised.
+    """
+    xy = normalize_keypoints(image.keypoints, image.image_size)
+    desc, labels = image.descriptors, image.labels
+    w, h = image.image_size
+    half = np.array([w, h], dtype=np.float32) / max(w, h)  # frame half-extent in normalised units
+
+    zoom = np.exp(rng.uniform(-conf["scale"], conf["scale"]))
+    aspect = np.exp(rng.uniform(-conf["aspect"], conf["aspect"]))
+    angle = np.deg2rad(rng.uniform(-conf["rotation"], conf["rotation"]))
+    c, s = np.cos(angle), np.sin(angle)
+    A = (np.array([[c, -s], [s, c]]) @ np.diag([zoom * aspect, zoom / aspect])).astype(np.float32)
+    shift = rng.uniform(-conf["shift"], conf["shift"], size=2).astype(np.float32)
+    moved = xy @ A.T + shift
+    inside = np.all(np.abs(moved) <= half, axis=1)
+    if inside.sum() >= max(conf["min_keypoints"], 1):
+        xy, desc, labels = moved[inside], desc[inside], labels[inside]
+    else:  # crop would leave too little: keep the transform, skip the crop
+        xy = moved
+
+    n = len(xy)
+    hi = min(n, conf["max_keypoints"])
+    lo = min(hi, conf["min_keypoints"])
+    keep = rng.permutation(n)[: int(rng.integers(lo, hi + 1))] if n else np.zeros(0, int)
+    xy, desc, labels = xy[keep], desc[keep], labels[keep]
+
+    xy = xy + rng.normal(0, conf["jitter"], size=xy.shape).astype(np.float32)
+    sigma = rng.uniform(0, conf["descriptor_noise"])
+    if sigma > 0 and len(desc):
+        desc = np.maximum(desc + rng.normal(0, sigma, size=desc.shape).astype(np.float32), 0)
+        desc = desc / np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-8)
+    return View(xy.astype(np.float32), desc.astype(np.float32), labels)
+
+
+def collate(views: list[View]) -> dict[str, torch.Tensor]:
+    """Pad views to the longest: ``xy`` (B, N, 2), ``descriptors`` (B, N, D), ``labels``
+    (B, N) with :data:`IGNORE_INDEX` on padding, ``mask`` (B, N) bool, True = real keypoint."""
+    b, n = len(views), max(max(len(v.xy) for v in views), 1)
+    d = views[0].descriptors.shape[1]
+    xy = np.zeros((b, n, 2), np.float32)
+    desc = np.zeros((b, n, d), np.float32)
+    labels = np.full((b, n), IGNORE_INDEX, np.int64)
+    mask = np.zeros((b, n), bool)
+    for i, v in enumerate(views):
+        k = len(v.xy)
+        xy[i, :k], desc[i, :k], labels[i, :k], mask[i, :k] = v.xy, v.descriptors, v.labels, True
+    return {"xy": torch.from_numpy(xy), "descriptors": torch.from_numpy(desc),
+            "labels": torch.from_numpy(labels), "mask": torch.from_numpy(mask)}

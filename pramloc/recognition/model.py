@@ -1,0 +1,252 @@
+"""The landmark recognizer (PRAM-style): a transformer over the keypoints of one image that
+labels every keypoint with a landmark (or background); landmark votes rank the landmarks
+that are visible in the image.
+
+Token of keypoint i = Fourier features of its normalised (x, y) through an MLP + its
+descriptor projected to the model width. Pre-norm transformer blocks with self-attention
+(``torch.nn.functional.scaled_dot_product_attention``), then a per-keypoint classifier over
+``num_landmarks + 1`` classes (class 0 = background, class l + 1 = landmark l).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import PramlocError
+from .data import check_inputs, collate, normalize_keypoints, View
+
+CHECKPOINT_FORMAT = "pramloc-recognizer"
+CHECKPOINT_VERSION = 1
+
+default_model_conf = {
+    "descriptor_dim": 128,
+    "num_landmarks": 32,
+    "width": 128,
+    "layers": 4,
+    "heads": 4,
+    "mlp_ratio": 2,
+    "dropout": 0.1,
+    "fourier_sigma": 3.0,
+}
+
+
+class FourierPositionEncoder(nn.Module):
+    """Normalised (x, y) (B, N, 2) -> (B, N, width): learnable Fourier features + MLP."""
+
+    def __init__(self, width: int, sigma: float):
+        super().__init__()
+        self.freqs = nn.Linear(2, width // 2, bias=False)
+        nn.init.normal_(self.freqs.weight, std=sigma)
+        self.mlp = nn.Sequential(nn.Linear(2 * (width // 2), width), nn.GELU(), nn.Linear(width, width))
+
+    def forward(self, xy: torch.Tensor) -> torch.Tensor:
+        f = self.freqs(xy)
+        return self.mlp(torch.cat([f.cos(), f.sin()], dim=-1))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm(x)), x + mlp(norm(x)). x: (B, N, width)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int, dropout: float):
+        super().__init__()
+        if width % heads:
+            raise PramlocError(f"recognizer: width {width} is not divisible by heads {heads}")
+        self.heads, self.dropout = heads, dropout
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(mlp_ratio * width, width))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """attn_mask: (B, 1, 1, N) bool, True = key takes part, or None (no padding)."""
+        b, n, w = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.drop(self.out(a.transpose(1, 2).reshape(b, n, w)))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class LandmarkTransformer(nn.Module):
+    """Per-keypoint landmark classifier. ``forward(xy (B, N, 2), descriptors (B, N, D),
+    mask (B, N) bool or None) -> logits (B, N, num_landmarks + 1)``."""
+
+    def __init__(self, conf: dict):
+        super().__init__()
+        self.conf = conf = {**default_model_conf, **conf}
+        w = conf["width"]
+        self.position = FourierPositionEncoder(w, conf["fourier_sigma"])
+        self.descriptor = nn.Sequential(nn.Linear(conf["descriptor_dim"], 2 * w), nn.GELU(), nn.Linear(2 * w, w))
+        self.blocks = nn.ModuleList(Block(w, conf["heads"], conf["mlp_ratio"], conf["dropout"])
+                                    for _ in range(conf["layers"]))
+        self.norm = nn.LayerNorm(w)
+        self.classifier = nn.Linear(w, conf["num_landmarks"] + 1)
+
+    def forward(self, xy: torch.Tensor, descriptors: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.descriptor(descriptors) + self.position(xy)
+        attn_mask = None if mask is None or bool(mask.all()) else mask[:, None, None, :]
+        for block in self.blocks:
+            x = block(x, attn_mask)
+        return self.classifier(self.norm(x))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+@dataclass
+class RecognitionResult:
+    """Recognition of one image with N keypoints and L landmarks.
+
+    - ``labels`` (N,) int64: 0 = background, l + 1 = landmark l.
+    - ``confidence`` (N,) float32: softmax probability of the predicted label.
+    - ``votes`` (L,) float32: sum of ``confidence`` over the keypoints labelled with each landmark.
+    - ``probs`` (N, L + 1) float32 class probabilities, or None unless asked for.
+    """
+
+    labels: np.ndarray
+    confidence: np.ndarray
+    votes: np.ndarray
+    probs: np.ndarray | None = None
+
+    def ranked(self, min_votes: float = 0.0) -> np.ndarray:
+        """Landmark ids (0-based) by decreasing votes (ties: lower id first), those with
+        votes > ``min_votes`` only."""
+        order = np.argsort(-self.votes, kind="stable")
+        return order[self.votes[order] > min_votes]
+
+    def keypoints_of(self, landmark: int) -> np.ndarray:
+        """Indices of the keypoints labelled with ``landmark`` (0-based)."""
+        return np.nonzero(self.labels == landmark + 1)[0]
+
+
+def make_result(logits: torch.Tensor, num_landmarks: int, return_probs: bool = False) -> RecognitionResult:
+    """Logits (N, num_landmarks + 1) of one image -> labels, confidences and landmark votes."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    confidence, labels = probs.max(dim=-1)
+    labels, confidence = labels.cpu().numpy().astype(np.int64), confidence.cpu().numpy().astype(np.float32)
+    fg = labels > 0
+    votes = np.bincount(labels[fg] - 1, weights=confidence[fg], minlength=num_landmarks).astype(np.float32)
+    return RecognitionResult(labels, confidence, votes, probs.cpu().numpy() if return_probs else None)
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``None``/``"cpu"`` -> CPU, ``"cuda"`` -> CUDA (error if absent), ``"auto"`` -> CUDA if available."""
+    if device in (None, "cpu"):
+        return torch.device("cpu")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise PramlocError(f"recognizer: device {device!r} requested but CUDA is not available")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise PramlocError(f"recognizer: unknown device {device!r} (use cpu, cuda or auto)") from None
+
+
+class Recognizer:
+    """A trained :class:`LandmarkTransformer` ready for inference on numpy inputs."""
+
+    def __init__(self, model: LandmarkTransformer, device: str | torch.device | None = None,
+                 metrics: dict | None = None):
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.metrics = metrics or {}
+
+    @property
+    def num_landmarks(self) -> int:
+        return self.model.conf["num_landmarks"]
+
+    @property
+    def descriptor_dim(self) -> int:
+        return self.model.conf["descriptor_dim"]
+
+    # --- checkpoint I/O -------------------------------------------------------------------
+
+    def save(self, path: Path, metrics: dict | None = None) -> Path:
+        """Write model config + fp16 state dict + metrics; atomic (temp file + rename)."""
+        return save_checkpoint(self.model, path, metrics if metrics is not None else self.metrics)
+
+    @classmethod
+    def load(cls, path: Path, device: str | None = None) -> "Recognizer":
+        path = Path(path)
+        if not path.is_file():
+            raise PramlocError(f"{path}: recognizer checkpoint not found")
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises many types for bad files
+            raise PramlocError(f"{path}: cannot read recognizer checkpoint (corrupt or not a torch file: "
+                               f"{str(err).splitlines()[0][:120]})") from None
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise PramlocError(f"{path}: not a pramloc recognizer checkpoint")
+        if ckpt.get("version") != CHECKPOINT_VERSION:
+            raise PramlocError(f"{path}: recognizer checkpoint version {ckpt.get('version')} is not supported "
+                               f"(expected {CHECKPOINT_VERSION}); rebuild the map")
+        try:
+            model = LandmarkTransformer(ckpt["config"])
+            state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+            model.load_state_dict(state)
+        except (KeyError, RuntimeError, TypeError) as err:
+            raise PramlocError(f"{path}: recognizer checkpoint does not match the model "
+                               f"({str(err).splitlines()[0][:120]})") from None
+        return cls(model, device, ckpt.get("metrics", {}))
+
+    # --- inference ------------------------------------------------------------------------
+
+    def _view(self, item, index: int | None = None) -> View:
+        if not isinstance(item, (tuple, list)) or len(item) != 3:
+            raise PramlocError(f"recognizer: query {index}: expected (keypoints, descriptors, image_size)")
+        keypoints, descriptors, image_size = item
+        keypoints = np.asarray(keypoints, dtype=np.float32)
+        descriptors = np.asarray(descriptors, dtype=np.float32)
+        what = "recognizer input" if index is None else f"recognizer input {index}"
+        check_inputs(keypoints, descriptors, image_size, what=what, dim=self.descriptor_dim)
+        return View(normalize_keypoints(keypoints, image_size), descriptors, np.zeros(len(keypoints), np.int64))
+
+    def _empty(self, return_probs: bool) -> RecognitionResult:
+        return RecognitionResult(np.zeros(0, np.int64), np.zeros(0, np.float32),
+                                 np.zeros(self.num_landmarks, np.float32),
+                                 np.zeros((0, self.num_landmarks + 1), np.float32) if return_probs else None)
+
+    def recognize(self, keypoints: np.ndarray, descriptors: np.ndarray, image_size,
+                  return_probs: bool = False) -> RecognitionResult:
+        """Label the keypoints (N, 2) (pixels) with descriptors (N, D) of an image of
+        ``image_size`` (W, H)."""
+        return self.recognize_batch([(keypoints, descriptors, image_size)], return_probs)[0]
+
+    def recognize_batch(self, items: list, return_probs: bool = False) -> list[RecognitionResult]:
+        """:meth:`recognize` for a list of ``(keypoints, descriptors, image_size)``, one padded forward pass."""
+        views = [self._view(item, i if len(items) > 1 else None) for i, item in enumerate(items)]
+        results: list[RecognitionResult | None] = [None] * len(views)
+        todo = [i for i, v in enumerate(views) if len(v.xy)]
+        for i in set(range(len(views))) - set(todo):
+            results[i] = self._empty(return_probs)
+        if todo:
+            batch = collate([views[i] for i in todo])
+            with torch.inference_mode():
+                logits = self.model(batch["xy"].to(self.device), batch["descriptors"].to(self.device),
+                                    batch["mask"].to(self.device))
+            for j, i in enumerate(todo):
+                results[i] = make_result(logits[j, : len(views[i].xy)], self.num_landmarks, return_probs)
+        return results
+
+
+def save_checkpoint(model: LandmarkTransformer, path: Path, metrics: dict) -> Path:
+    """Checkpoint = {format, version, config, state_dict (fp16), metrics}; written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": dict(model.conf),
+            "state_dict": state, "metrics": dict(metrics)}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(path)
+    return path

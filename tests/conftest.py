@@ -1,0 +1,61 @@
+"""Shared fixtures: the real scenes in ../shared/data and small maps built from them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GLOG_minloglevel", "2")  # quiet pycolmap
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+KITCHEN = DATA / "7scenes_redkitchen"
+STRECHA = DATA / "strecha_herzjesu_P25"
+SACRE = DATA / "sacre_coeur"
+
+
+def _need(path: Path) -> Path:
+    if not path.is_dir():
+        pytest.skip(f"real test data not found at {path} (see ../shared/data/README.md)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def kitchen_root() -> Path:
+    return _need(KITCHEN)
+
+
+@pytest.fixture(scope="session")
+def strecha_root() -> Path:
+    return _need(STRECHA)
+
+
+@pytest.fixture(scope="session")
+def sacre_root() -> Path:
+    return _need(SACRE)
+
+
+def frame(i: int) -> str:
+    return f"rgb/frame-{i:06d}.color.jpg"
+
+
+@pytest.fixture(scope="session")
+def kitchen_split(tmp_path_factory, kitchen_root) -> Path:
+    """A small map split: 8 interleaved map frames (every 6th frame, 0..42)."""
+    p = tmp_path_factory.mktemp("splits") / "small_db.txt"
+    p.write_text("".join(frame(i) + "\n" for i in range(0, 48, 6)))
+    return p
+
+
+@pytest.fixture(scope="session")
+def kitchen_map(tmp_path_factory, kitchen_root, kitchen_split) -> Path:
+    """A small real 7-Scenes map without recognizer (built once per test session)."""
+    from pramloc import build
+    from pramloc.config import load_config
+    from pramloc.datasets import load_dataset
+
+    out = tmp_path_factory.mktemp("maps") / "kitchen"
+    conf = load_config("indoor", ["landmarks.num_landmarks=8", "triangulation.num_pairs=5"])
+    build.main(conf, load_dataset("7scenes", kitchen_root, kitchen_split), out, train=False)
+    return out

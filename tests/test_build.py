@@ -1,0 +1,172 @@
+"""``pramloc build-map`` on each kind of real input, the map format, and bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pramloc.cli import main as cli
+from pramloc.errors import PramlocError
+from pramloc.mapio import load_map
+
+from .conftest import frame
+
+FAST = ["--set", "triangulation.num_pairs=5", "--no-train"]
+
+
+def run(args, ok=True):
+    res = CliRunner().invoke(cli, ["-q"] + [str(a) for a in args])
+    if ok:
+        assert res.exit_code == 0, res.output + repr(res.exception)
+    return res
+
+
+def no_leftovers(folder: Path):
+    return [p.name for p in folder.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_7scenes_map(kitchen_map, kitchen_root):
+    m = load_map(kitchen_map)
+    assert len(m.image_names) == 8 and m.num_landmarks == 8
+    assert len(m.xyz) > 150 and m.descriptors.shape == (len(m.xyz), 128)
+    assert np.all(np.diff(m.point_landmark) >= 0)  # points grouped by landmark
+    # Every map image keeps observations, and every landmark is seen by some image.
+    assert all(len(m.image_point_ids(i)) > 20 for i in range(len(m.image_names)))
+    assert all(len(ims) > 0 for ims in m.landmark_images())
+    # Map points reproject near where the image observed them (triangulated with GT poses).
+    from pramloc.geometry import project
+
+    i = 3
+    pts = m.image_point_ids(i)
+    uv, z = project(m.cameras[i], m.poses[i], m.xyz[pts].astype(np.float64))
+    assert (z > 0).all() and np.median(np.abs(uv - [320, 240]).max(1)) < 320
+    man = json.loads((kitchen_map / "manifest.json").read_text())
+    assert man["stats"]["model"]["registered_images"] == 8
+    assert man["stats"]["model"]["mean_reprojection_error"] < 2.0
+    assert set(man["files"]) >= {"map.h5", "sfm/points3D.bin", "sfm/images.bin", "sfm/cameras.bin"}
+    assert not no_leftovers(kitchen_map.parent)
+
+
+def test_info_and_viz(kitchen_map, tmp_path):
+    res = run(["info", kitchen_map])
+    assert "images 8" in res.output and "landmarks 8" in res.output and "size on disk" in res.output
+    res = run(["viz-map", kitchen_map, "--out", tmp_path / "viz"])
+    ply = (tmp_path / "viz/landmarks.ply").read_bytes()
+    assert ply.startswith(b"ply") and b"red" in ply[:400]
+    assert (tmp_path / "viz/landmarks.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_strecha_map_cli(strecha_root, tmp_path):
+    split = tmp_path / "db.txt"
+    split.write_text("images/0000.jpg\nimages/0002.jpg\nimages/0004.jpg\n")
+    out = tmp_path / "maps/herzjesu"
+    res = run(["build-map", "--dataset", "strecha", "--root", strecha_root, "--split", split, "--out", out,
+               "--set", "features.max_side=640", "--set", "landmarks.num_landmarks=6", *FAST])
+    assert "registered images 3" in res.output
+    m = load_map(out)
+    assert m.cameras[0].width == 3072 and m.num_landmarks == 6 and len(m.xyz) > 100
+    # The output exists now: refused without --overwrite, replaced with it.
+    res = run(["build-map", "--dataset", "strecha", "--root", strecha_root, "--split", split, "--out", out,
+               *FAST], ok=False)
+    assert res.exit_code == 2 and "output exists" in res.output
+    run(["build-map", "--dataset", "strecha", "--root", strecha_root, "--split", split, "--out", out,
+         "--set", "features.max_side=640", "--set", "landmarks.num_landmarks=4", "--overwrite", *FAST])
+    assert load_map(out).num_landmarks == 4
+    assert not no_leftovers(out.parent)
+
+
+def test_colmap_model_input(strecha_root, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("0004.jpg", "0005.jpg", "0006.jpg"):
+        shutil.copy(strecha_root / "images" / name, images)
+    import pycolmap
+
+    # A binary model of just these images, from the text ground truth.
+    rec = pycolmap.Reconstruction(str(strecha_root / "gt_colmap_text"))
+    for image_id in [i for i, im in rec.images.items() if im.name not in {"0004.jpg", "0005.jpg", "0006.jpg"}]:
+        rec.deregister_frame(rec.image(image_id).frame_id)
+    model = tmp_path / "model"
+    model.mkdir()
+    text_model = tmp_path / "text_model"
+    shutil.copytree(strecha_root / "gt_colmap_text", text_model)
+    lines = (text_model / "images.txt").read_text().splitlines(keepends=True)
+    keep = [l for i, l in enumerate(lines) if l.startswith("#") or any(n in l for n in ("0004.jpg", "0005.jpg", "0006.jpg"))]
+    (text_model / "images.txt").write_text("".join(k + ("\n" if not k.startswith("#") else "") for k in keep))
+    pycolmap.Reconstruction(str(text_model)).write_binary(str(model))
+    out = tmp_path / "m"
+    res = run(["build-map", "--images", images, "--colmap", model, "--out", out,
+               "--set", "features.max_side=640", "--set", "landmarks.num_landmarks=4", *FAST])
+    assert "registered images 3" in res.output
+    m = load_map(out)
+    assert sorted(m.image_names) == ["0004.jpg", "0005.jpg", "0006.jpg"]
+    assert m.manifest["source"]["kind"] == "colmap"
+
+
+def test_images_only_runs_sfm(sacre_root, tmp_path):
+    out = tmp_path / "sacre"
+    res = run(["build-map", "--images", sacre_root / "images", "--out", out,
+               "--set", "features.max_side=640", "--set", "landmarks.num_landmarks=4",
+               "--set", "landmarks.min_track_length=2", *FAST])
+    m = load_map(out)
+    assert len(m.image_names) >= 5, res.output  # SfM registers most of the 10 photos
+    assert m.manifest["stats"]["model"]["mean_reprojection_error"] < 2.0
+    assert m.cameras[0].model == "SIMPLE_RADIAL"
+
+
+def test_bad_inputs_give_one_line_errors(kitchen_root, tmp_path):
+    def err(args):
+        res = run(args, ok=False)
+        assert res.exit_code == 2, res.output
+        lines = [l for l in res.output.splitlines() if l.startswith("pramloc: error:")]
+        assert len(lines) == 1, res.output
+        return lines[0]
+
+    assert "image folder not found" in err(["build-map", "--images", tmp_path / "missing", "--out", tmp_path / "o", *FAST])
+    (tmp_path / "empty").mkdir()
+    assert "no images found" in err(["build-map", "--images", tmp_path / "empty", "--out", tmp_path / "o", *FAST])
+    split = tmp_path / "s.txt"
+    split.write_text(frame(0) + "\nrgb/nope.jpg\n")
+    assert "not found under" in err(["build-map", "--dataset", "7scenes", "--root", kitchen_root, "--split", split,
+                                     "--out", tmp_path / "o", *FAST])
+    # A corrupt image among the map images.
+    imgs = tmp_path / "imgs"
+    (imgs / "rgb").mkdir(parents=True)
+    (imgs / "poses").mkdir()
+    for i in (0, 6):
+        shutil.copy(kitchen_root / frame(i), imgs / frame(i))
+        shutil.copy(kitchen_root / f"poses/frame-{i:06d}.pose.txt", imgs / "poses")
+    (imgs / frame(6)).write_bytes((kitchen_root / frame(6)).read_bytes()[:200])
+    msg = err(["build-map", "--dataset", "7scenes", "--root", imgs, "--out", tmp_path / "o", *FAST])
+    assert "frame-000006.color.jpg" in msg and "cannot decode" in msg
+    assert not (tmp_path / "o").exists() and not no_leftovers(tmp_path)
+    assert "--dataset needs --root" in err(["build-map", "--dataset", "7scenes", *FAST])
+
+
+def test_damaged_maps_are_refused(kitchen_map, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(kitchen_map, bad)
+    with open(bad / "map.h5", "r+b") as f:
+        f.truncate(1000)
+    with pytest.raises(PramlocError, match="truncated"):
+        load_map(bad)
+    shutil.rmtree(bad)
+    shutil.copytree(kitchen_map, bad)
+    (bad / "sfm/points3D.bin").unlink()
+    with pytest.raises(PramlocError, match="points3D.bin: map part is missing"):
+        load_map(bad)
+    shutil.rmtree(bad)
+    shutil.copytree(kitchen_map, bad)
+    man = json.loads((bad / "manifest.json").read_text())
+    man["format_version"] = 999
+    (bad / "manifest.json").write_text(json.dumps(man))
+    res = run(["info", bad], ok=False)
+    assert res.exit_code == 2 and "format version 999 is not supported" in res.output
+    (bad / "manifest.json").unlink()
+    with pytest.raises(PramlocError, match="not a pramloc map"):
+        load_map(bad)
