@@ -36,7 +36,7 @@ class PoseEstimate:
 
 
 def estimate_pose(points2D: np.ndarray, points3D: np.ndarray, camera: Camera, max_error_px: float,
-                  min_inliers: int, seed: int = 0) -> PoseEstimate | None:
+                  min_inliers: int, seed: int | None = 0) -> PoseEstimate | None:
     """Robust absolute pose: ``pycolmap.estimate_and_refine_absolute_pose``.
 
     points2D: (N, 2) pixels, keypoint convention; points3D: (N, 3) world coordinates;
@@ -146,7 +146,7 @@ def match_by_projection(pose: Pose, camera: Camera, query_kps: np.ndarray, query
 def refine_by_projection(pose: Pose | PoseEstimate, camera: Camera, query_kps: np.ndarray,
                          query_desc: np.ndarray, map_xyz: np.ndarray, map_desc: np.ndarray,
                          radius_px: float, ratio: float | None, max_error_px: float, min_inliers: int,
-                         seed: int = 0) -> PoseEstimate | None:
+                         seed: int | None = 0) -> PoseEstimate | None:
     """Second pass: match by projection with a first pose (:func:`match_by_projection`),
     then re-estimate the pose from these matches (:func:`estimate_pose`).
 

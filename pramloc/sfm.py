@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pycolmap
-import torch
 
 from . import logger
 from .datasets import Scene
 from .errors import PramlocError
 from .geometry import Camera, Pose
 from .io import read_features
+from .matching import match
 from .progress import track
 
 
@@ -49,18 +49,9 @@ def exhaustive_pairs(names: list[str]) -> list[tuple[str, str]]:
     return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
 
 
-@torch.inference_mode()
 def match_descriptors(d0: np.ndarray, d1: np.ndarray, ratio: float = 0.9) -> np.ndarray:
-    """Mutual nearest neighbours with a ratio test (kornia). (N,D), (M,D) -> (K, 2) indices."""
-    import kornia.feature as KF
-
-    if len(d0) < 2 or len(d1) < 2:
-        return np.zeros((0, 2), np.int64)
-    t0, t1 = torch.from_numpy(d0), torch.from_numpy(d1)
-    # Unit-norm descriptors: one matrix product instead of kornia's cdist (3x faster).
-    dm = (2 - 2 * t0 @ t1.T).clamp_(min=0).sqrt_()
-    _, idx = KF.match_smnn(t0, t1, ratio, dm=dm)
-    return idx.numpy().astype(np.int64)
+    """Mutual nearest neighbours with a ratio test: (N,D), (M,D) -> (K, 2) indices."""
+    return match(d0, d1, ratio=ratio, mutual=True)[0]
 
 
 def _fundamental(cam0: Camera, pose0: Pose, cam1: Camera, pose1: Pose) -> np.ndarray:

@@ -1,7 +1,5 @@
 """Descriptor matching on two real adjacent 7-Scenes frames."""
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -12,16 +10,12 @@ from pramloc.errors import PramlocError
 from pramloc.features import extract_path
 from pramloc.matching import match
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SCENE = DATA / "7scenes_redkitchen"
 
 
 @pytest.fixture(scope="module")
-def pair():
-    if not SCENE.is_dir():
-        pytest.skip(f"real test data not found at {SCENE}")
+def pair(kitchen_root):
     conf = load_config("indoor")["features"]
-    return [extract_path(SCENE / f"rgb/frame-{i:06d}.color.jpg", conf) for i in (0, 3)]
+    return [extract_path(kitchen_root / f"rgb/frame-{i:06d}.color.jpg", conf) for i in (0, 3)]
 
 
 def inlier_share(f0, f1, matches):

@@ -5,8 +5,6 @@ back-projected at realistic depths with the real pose, observed with 1 px noise 
 30 % outliers.
 """
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -15,20 +13,17 @@ from pramloc.errors import PramlocError
 from pramloc.geometry import Pose, project
 from pramloc.registration import PoseEstimate, estimate_pose, match_by_projection, refine_by_projection
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-# scene, loader, split, depth range (m), RANSAC threshold (px), projection radius (px)
+# dataset: root fixture, split, depth range (m), RANSAC threshold (px), projection radius (px)
 SCENES = {
-    "7scenes": ("7scenes_redkitchen", "splits/interleaved_query.txt", (0.8, 4.0), 8.0, 40.0),
-    "strecha": ("strecha_herzjesu_P25", "splits/query.txt", (5.0, 25.0), 12.0, 200.0),
+    "7scenes": ("kitchen_root", "splits/interleaved_query.txt", (0.8, 4.0), 8.0, 40.0),
+    "strecha": ("strecha_root", "splits/query.txt", (5.0, 25.0), 12.0, 200.0),
 }
 
 
 @pytest.fixture(scope="module", params=list(SCENES))
 def scene(request):
-    folder, split, depths, max_error, radius = SCENES[request.param]
-    root = DATA / folder
-    if not root.is_dir():
-        pytest.skip(f"real test data not found at {root}")
+    root_fixture, split, depths, max_error, radius = SCENES[request.param]
+    root = request.getfixturevalue(root_fixture)
     records = load_dataset(request.param, root, root / split).images[:3]
     return records, depths, max_error, radius
 

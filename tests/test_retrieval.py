@@ -11,8 +11,6 @@ from pramloc.features import extract_path
 from pramloc.io import read_image_list
 from pramloc.retrieval import VladIndex, build_vocabulary, vlad
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-SCENE = DATA / "7scenes_redkitchen"
 # Queries (interleaved split, frames i % 6 == 3) and the map frame 3 frames before them.
 QUERIES = {"rgb/frame-000003.color.jpg": "rgb/frame-000000.color.jpg",
            "rgb/frame-000243.color.jpg": "rgb/frame-000240.color.jpg",
@@ -26,14 +24,12 @@ def frame_index(name: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def feats():
-    if not SCENE.is_dir():
-        pytest.skip(f"real test data not found at {SCENE}")
-    db = read_image_list(SCENE / "splits" / "interleaved_db.txt")
+def feats(kitchen_root):
+    db = read_image_list(kitchen_root / "splits" / "interleaved_db.txt")
     map_names = db[::MAP_STEP // 6]  # 21 map frames spread over the whole sequence
     assert set(QUERIES.values()) <= set(map_names)
     conf = load_config("indoor")["features"]
-    out = {n: extract_path(SCENE / n, conf)["descriptors"] for n in map_names + list(QUERIES)}
+    out = {n: extract_path(kitchen_root / n, conf)["descriptors"] for n in map_names + list(QUERIES)}
     return map_names, out
 
 

@@ -69,8 +69,7 @@ class Block(nn.Module):
         """attn_mask: (B, 1, 1, N) bool, True = key takes part, or None (no padding)."""
         b, n, w = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # no attention dropout: fused kernel
         x = x + self.drop(self.out(a.transpose(1, 2).reshape(b, n, w)))
         return x + self.drop(self.mlp(self.norm2(x)))
 

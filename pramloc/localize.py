@@ -1,0 +1,271 @@
+"""``pramloc localize``: per-query pipeline and its modes.
+
+    features -> recognition (landmark labels, votes) -> landmark-wise 2D-3D matching
+             -> PnP + RANSAC -> refinement by projection                 [recognition]
+    features -> VLAD retrieval of map images -> matching against their points
+             -> PnP + RANSAC -> refinement by projection                 [retrieval]
+    auto = recognition, falling back to retrieval when recognition is unsure or
+    registration fails.
+
+Poses are world-to-camera. Keypoints are in pixels of the original query image.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import logger
+from .config import deep_merge
+from .errors import PramlocError
+from .features import extract_image, read_image
+from .geometry import Camera, Pose
+from .mapio import LandmarkMap, load_map, retrieval_index
+from .matching import match
+from .registration import PoseEstimate, estimate_pose, refine_by_projection
+
+MODES = ("recognition", "retrieval", "auto")
+
+DEFAULT_CONF = {
+    "min_inliers": 30,          # accept a pose with at least this many PnP inliers
+    "ransac_max_error": 8.0,    # px
+    "ratio": 0.9,               # ratio test of the 2D-3D matching
+    "max_landmarks": 6,         # recognized landmarks tried, best voted first
+    "enough_matches": 150,      # stop adding landmarks once this many matches are found
+    "min_votes": 3.0,           # below: recognition is unsure -> fallback (auto)
+    "background_confidence": 0.8,  # keypoints labelled background this confidently are dropped
+    "refine_radius": 12.0,      # px, search radius of the matching by projection
+    "covisible_images": 5,      # map images whose points join the refinement
+    "seed": 0,
+}
+
+
+@dataclass
+class QueryResult:
+    """Outcome of one query. ``path``: recognition, retrieval or failed."""
+
+    name: str
+    pose: Pose | None = None
+    path: str = "failed"
+    landmarks: list[int] = field(default_factory=list)
+    votes: list[float] = field(default_factory=list)
+    retrieved: list[str] = field(default_factory=list)
+    num_keypoints: int = 0
+    num_matches: int = 0
+    num_inliers: int = 0
+    times: dict[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+    def log_record(self) -> dict:
+        d = asdict(self)
+        d["pose"] = None if self.pose is None else {"qvec": self.pose.qvec.tolist(), "tvec": self.pose.tvec.tolist()}
+        d["times"] = {k: round(v * 1000, 2) for k, v in self.times.items()}  # ms
+        d["time_total_ms"] = round(sum(self.times.values()) * 1000, 2)
+        return d
+
+
+class _Timer:
+    def __init__(self, times: dict, name: str):
+        self.times, self.name = times, name
+
+    def __enter__(self):
+        self.t = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.times[self.name] = self.times.get(self.name, 0.0) + time.perf_counter() - self.t
+
+
+class Localizer:
+    """Loads a map once and localizes query images against it.
+
+    >>> loc = Localizer("maps/kitchen")
+    >>> result = loc.localize("query.jpg", Camera.from_string("PINHOLE 640 480 525 525 320 240"))
+    """
+
+    def __init__(self, map_path: Path | LandmarkMap, mode: str = "auto", conf: dict | None = None,
+                 device: str | None = None):
+        if mode not in MODES:
+            raise PramlocError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+        self.map = map_path if isinstance(map_path, LandmarkMap) else load_map(map_path)
+        mconf = self.map.manifest.get("config", {})
+        self.conf = deep_merge(deep_merge(DEFAULT_CONF, mconf.get("localization", {})), conf or {})
+        self.feature_conf = self.map.manifest["feature"]
+        self.retrieval_conf = mconf.get("retrieval", {"top_k": 10})
+        self.mode = mode
+        self.device = torch.device(device or "cpu")
+        self.recognizer = None
+        if mode != "retrieval":
+            if self.map.recognizer_path is None:
+                if mode == "recognition":
+                    raise PramlocError(f"{self.map.path}: map has no recognizer (rebuild without --no-train, "
+                                       "or use --mode retrieval)")
+                logger.warning("%s: map has no recognizer; every query takes the retrieval path.", self.map.path)
+            else:
+                from .recognition import Recognizer
+
+                self.recognizer = Recognizer.load(self.map.recognizer_path, device=str(self.device))
+        self.index = retrieval_index(self.map) if mode != "recognition" else None
+        self.descriptors = torch.from_numpy(self.map.descriptors).to(self.device)
+        self._offsets = self.map.landmark_offsets
+
+    # ------------------------------------------------------------------ stages
+
+    def _match(self, q_idx: np.ndarray, desc: torch.Tensor, pts: np.ndarray) -> np.ndarray:
+        """Match query keypoints ``q_idx`` to map points ``pts``: (K, 2) (keypoint, point)."""
+        if len(q_idx) == 0 or len(pts) == 0:
+            return np.zeros((0, 2), np.int64)
+        m, _ = match(desc[torch.from_numpy(q_idx)], self.descriptors[torch.from_numpy(pts)],
+                     ratio=self.conf["ratio"], mutual=True)
+        m = m.cpu().numpy()
+        return np.stack([q_idx[m[:, 0]], pts[m[:, 1]]], 1) if len(m) else np.zeros((0, 2), np.int64)
+
+    def _register(self, matches: np.ndarray, kps: np.ndarray, camera: Camera) -> PoseEstimate | None:
+        c = self.conf
+        if len(matches) < 4:
+            return None
+        return estimate_pose(kps[matches[:, 0]], self.map.xyz[matches[:, 1]].astype(np.float64), camera,
+                             c["ransac_max_error"], c["min_inliers"], seed=c["seed"])
+
+    def _refine(self, est: PoseEstimate, matches: np.ndarray, kps, desc_np, camera, seed_points: np.ndarray,
+                times: dict) -> PoseEstimate:
+        """Re-match by projection against ``seed_points`` and the points of the map images
+        co-visible with the inliers, then re-estimate; keeps the better pose."""
+        c = self.conf
+        with _Timer(times, "refinement"):
+            inl_pts = matches[est.inlier_mask, 1]
+            img_of_obs = np.repeat(np.arange(len(self.map.image_names)), np.diff(self.map.image_offsets))
+            seen = np.isin(self.map.image_points, inl_pts)
+            counts = np.bincount(img_of_obs[seen], minlength=len(self.map.image_names))
+            covis = np.argsort(-counts, kind="stable")[: c["covisible_images"]]
+            covis = covis[counts[covis] > 0]
+            pts = np.unique(np.concatenate([seed_points] + [self.map.image_point_ids(i) for i in covis]))
+            refined = refine_by_projection(est, camera, kps, desc_np, self.map.xyz[pts].astype(np.float64),
+                                           self.map.descriptors[pts], c["refine_radius"], c["ratio"],
+                                           c["ransac_max_error"], c["min_inliers"], seed=c["seed"])
+        return refined if refined is not None else est
+
+    def _recognition_path(self, kps, desc, desc_np, size, camera, res: QueryResult):
+        c, times = self.conf, res.times
+        with _Timer(times, "recognition"):
+            rec = self.recognizer.recognize(kps, desc_np, size)
+            ranked = rec.ranked()
+        res.landmarks = ranked[: c["max_landmarks"]].tolist()
+        res.votes = [round(float(rec.votes[l]), 2) for l in res.landmarks]
+        if len(ranked) == 0 or rec.votes[ranked[0]] < c["min_votes"]:
+            return None, "recognition unsure"
+        with _Timer(times, "matching"):
+            found, used = [], []
+            for l in ranked[: c["max_landmarks"]]:
+                q_idx = rec.keypoints_of(int(l))
+                pts = np.arange(self._offsets[l], self._offsets[l + 1])
+                found.append(self._match(q_idx, desc, pts))
+                used.append(pts)
+                if sum(len(f) for f in found) >= c["enough_matches"]:
+                    break
+            matches = np.concatenate(found)
+        res.num_matches = len(matches)
+        with _Timer(times, "pnp"):
+            est = self._register(matches, kps, camera)
+        if est is None:
+            return None, f"registration failed ({len(matches)} matches)"
+        return self._refine(est, matches, kps, desc_np, camera, np.concatenate(used), times), ""
+
+    def _retrieval_path(self, kps, desc, desc_np, camera, res: QueryResult):
+        times = res.times
+        with _Timer(times, "retrieval"):
+            idx, _ = self.index.search(self.index.vlad(desc_np), self.retrieval_conf.get("top_k", 10))
+            res.retrieved = [self.map.image_names[i] for i in idx]
+            pts = np.unique(np.concatenate([self.map.image_point_ids(i) for i in idx]))
+        with _Timer(times, "matching"):
+            matches = self._match(np.arange(len(kps)), desc, pts)
+        res.num_matches = len(matches)
+        with _Timer(times, "pnp"):
+            est = self._register(matches, kps, camera)
+        if est is None:
+            return None, f"registration failed ({len(matches)} matches)"
+        return self._refine(est, matches, kps, desc_np, camera, pts, times), ""
+
+    # ------------------------------------------------------------------ public
+
+    def localize(self, image: Path | np.ndarray, camera: Camera, name: str | None = None) -> QueryResult:
+        """Localize one image (a path, or a grayscale (H, W) uint8 array) taken with
+        ``camera`` (intrinsics at the image's own resolution). Never raises for a bad
+        query: a failure is returned with its reason."""
+        name = name or (str(image) if not isinstance(image, np.ndarray) else "image")
+        res = QueryResult(name)
+        try:
+            with _Timer(res.times, "features"):
+                img = read_image(image) if not isinstance(image, np.ndarray) else image
+                if (img.shape[1], img.shape[0]) != (camera.width, camera.height):
+                    camera = camera.scaled(img.shape[1] / camera.width, img.shape[0] / camera.height)
+                f = extract_image(img, self.feature_conf)
+            kps, desc_np = f["keypoints"].astype(np.float64), f["descriptors"]
+            res.num_keypoints = len(kps)
+            if len(kps) < 4:
+                res.reason = f"too few keypoints ({len(kps)})"
+                return res
+            desc = torch.from_numpy(desc_np).to(self.device)
+            size = tuple(int(v) for v in f["image_size"])
+            est, reason = None, ""
+            if self.recognizer is not None and self.mode != "retrieval":
+                est, reason = self._recognition_path(kps, desc, desc_np, size, camera, res)
+                if est is not None:
+                    res.path = "recognition"
+            if est is None and self.mode != "recognition":
+                est, reason2 = self._retrieval_path(kps, desc, desc_np, camera, res)
+                reason = "; ".join(r for r in (reason, reason2) if r)
+                if est is not None:
+                    res.path = "retrieval"
+            if est is None:
+                res.reason = reason
+                return res
+            res.pose, res.num_inliers, res.reason = est.pose, int(est.num_inliers), reason
+        except PramlocError as err:
+            res.reason = str(err)
+        return res
+
+
+def _query_camera(name: str, cameras: dict, default: Camera | None, source: str) -> Camera:
+    cam = cameras.get(name) or default
+    if cam is None:
+        raise PramlocError(f"{source}: query {name!r} has no intrinsics (give them in the list or with --camera)")
+    return cam
+
+
+def main(map_path: Path, queries: list[tuple[str, Path, Camera]], out: Path, mode: str = "auto",
+         conf: dict | None = None, device: str | None = None, log_path: Path | None = None) -> dict:
+    """Localize ``queries`` ((name, image path, camera) triples) and stream the results:
+    ``out`` gets ``name qw qx qy qz tx ty tz`` per localized query (hloc format) and
+    ``log_path`` (default ``out`` + ``_log.jsonl``) one JSON record per query, failed
+    ones included. Returns a summary."""
+    from .progress import track
+
+    loc = Localizer(map_path, mode, conf, device)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log_path = Path(log_path) if log_path else out.with_name(out.stem + "_log.jsonl")
+    counts = {"recognition": 0, "retrieval": 0, "failed": 0}
+    totals = []
+    with open(out, "w") as fo, open(log_path, "w") as fl:
+        for name, path, camera in track(queries, desc=f"localize ({mode})"):
+            r = loc.localize(path, camera, name)
+            counts[r.path] += 1
+            totals.append(sum(r.times.values()))
+            if r.pose is not None:
+                fo.write(name + " " + " ".join(f"{v:.10g}" for v in (*r.pose.qvec, *r.pose.tvec)) + "\n")
+            else:
+                logger.debug("%s: failed: %s", name, r.reason)
+            fl.write(json.dumps(r.log_record()) + "\n")
+            fo.flush()
+            fl.flush()
+    summary = {"queries": len(queries), **counts, "results": str(out), "log": str(log_path),
+               "median_time_s": float(np.median(totals)) if totals else 0.0}
+    logger.info("Localized %d/%d queries (recognition %d, retrieval %d, failed %d); results in %s",
+                len(queries) - counts["failed"], len(queries), counts["recognition"], counts["retrieval"],
+                counts["failed"], out)
+    return summary
