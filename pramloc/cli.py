@@ -142,6 +142,48 @@ def viz_map(map_path, out_dir, no_png):
 # --- localize commands ---
 
 
+@main.command()
+@click.argument("map_path", type=click.Path(path_type=Path))
+@click.argument("image", required=False, type=click.Path(path_type=Path))
+@click.option("--dataset", type=click.Choice(["7scenes", "strecha"]), help="Queries from a dataset in its native layout.")
+@click.option("--root", type=click.Path(path_type=Path), help="Dataset root (with --dataset).")
+@click.option("--images", type=click.Path(path_type=Path), help="Folder of the query images (with --queries).")
+@click.option("--queries", type=click.Path(path_type=Path), help="Split file (--dataset) or hloc query list 'name MODEL W H params...'.")
+@click.option("--camera", help='Default intrinsics, e.g. "PINHOLE 640 480 525 525 320 240".')
+@click.option("--mode", type=click.Choice(["auto", "recognition", "retrieval"]), default="auto", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), help="Results file (name qw qx qy qz tx ty tz).")
+@click.option("--log", "log_path", type=click.Path(path_type=Path), help="JSON-lines log (default: OUT_log.jsonl).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a localization setting.")
+@click.option("--device", default=None, help="cpu or cuda.")
+@handle_errors
+def localize(map_path, image, dataset, root, images, queries, camera, mode, out, log_path, overrides, device):
+    """Localize query images against a map (6-DoF, world-to-camera)."""
+    from . import localize as loc_mod
+    from .config import parse_overrides
+    from .geometry import Camera
+
+    conf = parse_overrides([o if o.startswith("localization.") else "localization." + o for o in overrides])
+    conf = conf.get("localization", {})
+    default_cam = Camera.from_string(camera) if camera else None
+    if image is not None:
+        if default_cam is None:
+            raise PramlocError(f"{image}: give the query's intrinsics with --camera")
+        r = loc_mod.Localizer(map_path, mode, conf, device).localize(image, default_cam, str(image))
+        if r.pose is None:
+            raise PramlocError(f"{image}: localization failed: {r.reason}")
+        click.echo(f"{image} " + " ".join(f"{v:.6f}" for v in (*r.pose.qvec, *r.pose.tvec)))
+        click.echo(f"path {r.path}, {r.num_inliers} inliers / {r.num_matches} matches, "
+                   f"landmarks {r.landmarks}, {sum(r.times.values()) * 1000:.0f} ms", err=True)
+        return
+    query_list = loc_mod.query_list(dataset=dataset, root=root, images=images, queries=queries, camera=default_cam)
+    if out is None:
+        raise PramlocError("give --out for the results file")
+    s = loc_mod.main(map_path, query_list, out, mode, conf, device, log_path)
+    click.echo(f"localized {s['queries'] - s['failed']}/{s['queries']} (recognition {s['recognition']}, "
+               f"retrieval {s['retrieval']}, failed {s['failed']}), median {s['median_time_s'] * 1000:.0f} ms/query")
+    click.echo(f"results: {s['results']}\nlog: {s['log']}")
+
+
 # --- evaluate commands ---
 
 @main.command("evaluate")

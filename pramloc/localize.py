@@ -230,11 +230,28 @@ class Localizer:
         return res
 
 
-def _query_camera(name: str, cameras: dict, default: Camera | None, source: str) -> Camera:
-    cam = cameras.get(name) or default
-    if cam is None:
-        raise PramlocError(f"{source}: query {name!r} has no intrinsics (give them in the list or with --camera)")
-    return cam
+def query_list(dataset: str | None = None, root: Path | None = None, images: Path | None = None,
+               queries: Path | None = None, camera: Camera | None = None) -> list[tuple[str, Path, Camera]]:
+    """(name, path, camera) of the queries: a dataset split (``dataset``, ``root``,
+    ``queries``) or an hloc query list (``images``, ``queries``: ``name MODEL W H params``,
+    ``camera`` for lines without intrinsics)."""
+    from .datasets import load_dataset
+    from .io import read_query_list
+
+    if dataset:
+        if root is None:
+            raise PramlocError("--dataset needs --root")
+        scene = load_dataset(dataset, root, queries)
+        return [(im.name, scene.path(im.name), im.camera or camera) for im in scene.images]
+    if images is None or queries is None:
+        raise PramlocError("give an image, --dataset/--root/--queries, or --images with --queries")
+    out = []
+    for name, cam in read_query_list(queries).items():
+        cam = cam or camera
+        if cam is None:
+            raise PramlocError(f"{queries}: query {name!r} has no intrinsics (give them in the list or with --camera)")
+        out.append((name, Path(images) / name, cam))
+    return out
 
 
 def main(map_path: Path, queries: list[tuple[str, Path, Camera]], out: Path, mode: str = "auto",
