@@ -88,7 +88,7 @@ def read_query_list(path: Path) -> dict[str, Camera | None]:
     out: dict[str, Camera | None] = {}
     for lineno, line in _read_lines(path):
         parts = line.split()
-        model_idx = next((i for i, p in enumerate(parts) if p in _ALL_MODELS), None)
+        model_idx = next((i for i in range(1, len(parts) - 2) if _looks_like_model(parts, i)), None)
         if model_idx is None:
             name, cam = line, None
         else:
@@ -103,6 +103,13 @@ def read_query_list(path: Path) -> dict[str, Camera | None]:
             raise PramlocError(f"{path}:{lineno}: image {name!r} appears twice")
         out[name] = cam
     return out
+
+
+def _looks_like_model(parts: list[str], i: int) -> bool:
+    """``parts[i]`` starts ``MODEL W H ...``: an upper-case name followed by two integers."""
+    p = parts[i]
+    return (p in _ALL_MODELS or (p.replace("_", "").isalnum() and p.isupper())) and \
+        parts[i + 1].isdigit() and parts[i + 2].isdigit()
 
 
 _ALL_MODELS = {

@@ -1,0 +1,110 @@
+"""``pramloc localize`` on real 7-Scenes queries against a small real map."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pramloc.cli import main as cli
+from pramloc.datasets import load_dataset
+from pramloc.errors import PramlocError
+from pramloc.evaluate import pose_errors
+from pramloc.geometry import Camera
+from pramloc.io import read_poses
+from pramloc.localize import Localizer
+
+from .conftest import frame
+
+CAM = "PINHOLE 640 480 525 525 320 240"
+
+
+def run(args, ok=True):
+    res = CliRunner().invoke(cli, ["-q"] + [str(a) for a in args])
+    if ok:
+        assert res.exit_code == 0, res.output + repr(res.exception)
+    return res
+
+
+@pytest.fixture(scope="module")
+def queries(kitchen_root):
+    """Real query frames between the small map's frames (0, 6, ..., 42)."""
+    scene = load_dataset("7scenes", kitchen_root)
+    return [scene[frame(i)] for i in (3, 15, 27, 39)], scene
+
+
+def test_retrieval_mode_is_accurate(kitchen_map, queries):
+    ims, scene = queries
+    loc = Localizer(kitchen_map, mode="retrieval")
+    for im in ims:
+        r = loc.localize(scene.path(im.name), im.camera, im.name)
+        assert r.path == "retrieval", r.reason
+        t, R = pose_errors(r.pose, im.pose)
+        assert t < 0.05 and R < 2.0, (im.name, t, R)
+        assert r.num_inliers >= 30 and set(r.times) >= {"features", "retrieval", "matching", "pnp"}
+
+
+def test_cli_dataset_queries_and_log(kitchen_map, kitchen_root, tmp_path):
+    split = tmp_path / "q.txt"
+    split.write_text(frame(9) + "\n" + frame(21) + "\n")
+    out = tmp_path / "res.txt"
+    res = run(["localize", kitchen_map, "--dataset", "7scenes", "--root", kitchen_root, "--queries", split,
+               "--out", out, "--mode", "retrieval"])
+    assert "localized 2/2" in res.output
+    poses = read_poses(out)
+    assert set(poses) == {frame(9), frame(21)}
+    log = [json.loads(l) for l in (tmp_path / "res_log.jsonl").read_text().splitlines()]
+    assert [r["path"] for r in log] == ["retrieval", "retrieval"]
+    assert all(r["num_inliers"] >= 30 and r["times"]["features"] > 0 for r in log)
+
+
+def test_single_image_prints_pose(kitchen_map, kitchen_root):
+    res = run(["localize", kitchen_map, kitchen_root / frame(33), "--camera", CAM, "--mode", "retrieval"])
+    vals = res.output.split("\n")[0].split()[1:]
+    assert len(vals) == 7
+
+
+def test_bad_queries_fail_alone(kitchen_map, kitchen_root, tmp_path):
+    """A corrupt image, a blank image and a missing file fail with a reason; the rest run."""
+    images = tmp_path / "imgs"
+    images.mkdir()
+    shutil.copy(kitchen_root / frame(15), images / "good one.jpg")
+    (images / "corrupt.jpg").write_bytes((kitchen_root / frame(15)).read_bytes()[:100])
+    cv2.imwrite(str(images / "blank.png"), np.full((480, 640), 127, np.uint8))
+    qlist = tmp_path / "list.txt"
+    qlist.write_text(f"corrupt.jpg {CAM}\nblank.png {CAM}\nmissing.jpg {CAM}\ngood one.jpg {CAM}\n")
+    out = tmp_path / "r.txt"
+    res = run(["localize", kitchen_map, "--images", images, "--queries", qlist, "--out", out, "--mode", "retrieval"])
+    assert "localized 1/4" in res.output
+    assert set(read_poses(out)) == {"good one.jpg"}
+    log = {r["name"]: r for r in map(json.loads, (tmp_path / "r_log.jsonl").read_text().splitlines())}
+    assert log["corrupt.jpg"]["path"] == "failed" and "cannot decode" in log["corrupt.jpg"]["reason"]
+    assert "too few keypoints" in log["blank.png"]["reason"]
+    assert "not found" in log["missing.jpg"]["reason"]
+
+
+def test_query_errors(kitchen_map, tmp_path):
+    qlist = tmp_path / "list.txt"
+    qlist.write_text("a.jpg\n")
+    res = run(["localize", kitchen_map, "--images", tmp_path, "--queries", qlist, "--out", tmp_path / "o.txt"], ok=False)
+    assert res.exit_code == 2 and "has no intrinsics" in res.output
+    qlist.write_text("a.jpg FISHEYE_X 640 480 1 2 3\n")
+    res = run(["localize", kitchen_map, "--images", tmp_path, "--queries", qlist, "--out", tmp_path / "o.txt",
+               "--camera", CAM], ok=False)
+    assert res.exit_code == 2 and "unsupported camera model" in res.output
+    with pytest.raises(PramlocError, match="unsupported camera model"):
+        Camera.from_string("EQUIRECTANGULAR 640 480 1")
+    with pytest.raises(PramlocError, match="has no recognizer"):
+        Localizer(kitchen_map, mode="recognition")
+    bad = tmp_path / "oldmap"
+    shutil.copytree(kitchen_map, bad)
+    man = json.loads((bad / "manifest.json").read_text())
+    man["format_version"] = 0
+    (bad / "manifest.json").write_text(json.dumps(man))
+    qlist.write_text(f"a.jpg {CAM}\n")
+    res = run(["localize", bad, "--images", tmp_path, "--queries", qlist, "--out", tmp_path / "o.txt"], ok=False)
+    assert res.exit_code == 2 and "format version 0 is not supported" in res.output
