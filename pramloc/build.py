@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pycolmap
 
 from . import landmarks, logger, mapio, sfm
@@ -36,12 +36,10 @@ def cache_dir(out: Path) -> Path:
 
 
 class StageTimer:
-    """Wall time and peak resident memory per stage."""
+    """Wall time per stage and the process's peak resident memory (``ru_maxrss``)."""
 
     def __init__(self):
         self.times: dict[str, float] = {}
-        self.peak_rss = psutil.Process().memory_info().rss
-        self._t = None
 
     def __call__(self, name: str):
         self._name = name
@@ -52,7 +50,10 @@ class StageTimer:
 
     def __exit__(self, *exc):
         self.times[self._name] = round(time.perf_counter() - self._t, 3)
-        self.peak_rss = max(self.peak_rss, psutil.Process().memory_info().rss)
+
+    @property
+    def peak_mb(self) -> float:
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _scene_from_sfm(scene: Scene, rec: pycolmap.Reconstruction) -> Scene:
@@ -213,7 +214,7 @@ def main(conf: dict, scene: Scene, out: Path, overwrite: bool = False, train: bo
                 extra["recognizer"] = train_mod.main(
                     conf["recognizer"], training_images(feats, scene.names, labels),
                     m.num_landmarks, staging / mapio.RECOGNIZER, device=device)
-        extra.update(timings=timer.times, peak_memory_mb=round(timer.peak_rss / 2**20, 1))
+        extra.update(timings=timer.times, peak_memory_mb=timer.peak_mb)
         manifest = mapio.write_manifest(staging, m, extra)
         mapio.commit(staging, out, overwrite)
     except BaseException:

@@ -3,9 +3,12 @@ labels every keypoint with a landmark (or background); landmark votes rank the l
 that are visible in the image.
 
 Token of keypoint i = Fourier features of its normalised (x, y) through an MLP + its
-descriptor projected to the model width. Pre-norm transformer blocks with self-attention
-(``torch.nn.functional.scaled_dot_product_attention``), then a per-keypoint classifier over
-``num_landmarks + 1`` classes (class 0 = background, class l + 1 = landmark l).
+descriptor through an MLP. Pre-norm transformer blocks with self-attention
+(``torch.nn.functional.scaled_dot_product_attention``) whose queries and keys are rotated
+by learnable Fourier features of the keypoint positions (rotary encoding, as in LightGlue),
+so attention sees *relative* positions: neighbouring keypoints of the same landmark are
+easy to attend to. Then a per-keypoint classifier over ``num_landmarks + 1`` classes
+(class 0 = background, class l + 1 = landmark l).
 """
 
 from __future__ import annotations
@@ -50,6 +53,26 @@ class FourierPositionEncoder(nn.Module):
         return self.mlp(torch.cat([f.cos(), f.sin()], dim=-1))
 
 
+class RotaryEncoder(nn.Module):
+    """Normalised (x, y) (B, N, 2) -> rotary embedding (2, B, 1, N, head_dim): cos and sin of
+    learnable Fourier features, each repeated for a pair of channels."""
+
+    def __init__(self, head_dim: int, sigma: float):
+        super().__init__()
+        self.freqs = nn.Linear(2, head_dim // 2, bias=False)
+        nn.init.normal_(self.freqs.weight, std=sigma)
+
+    def forward(self, xy: torch.Tensor) -> torch.Tensor:
+        f = self.freqs(xy)
+        return torch.stack([f.cos(), f.sin()], 0).unsqueeze(-3).repeat_interleave(2, dim=-1)
+
+
+def rotate(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """Apply the rotary embedding (2, B, 1, N, d) to x (B, heads, N, d)."""
+    x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
+    return x * rope[0] + torch.stack((-x2, x1), -1).flatten(-2) * rope[1]
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)), x + mlp(norm(x)). x: (B, N, width)."""
 
@@ -65,10 +88,12 @@ class Block(nn.Module):
                                  nn.Linear(mlp_ratio * width, width))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
-        """attn_mask: (B, 1, 1, N) bool, True = key takes part, or None (no padding)."""
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """rope: (2, B, 1, N, head_dim); attn_mask: (B, 1, 1, N) bool, True = key takes part,
+        or None (no padding)."""
         b, n, w = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+        q, k = rotate(q, rope), rotate(k, rope)
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # no attention dropout: fused kernel
         x = x + self.drop(self.out(a.transpose(1, 2).reshape(b, n, w)))
         return x + self.drop(self.mlp(self.norm2(x)))
@@ -83,6 +108,7 @@ class LandmarkTransformer(nn.Module):
         self.conf = conf = {**default_model_conf, **conf}
         w = conf["width"]
         self.position = FourierPositionEncoder(w, conf["fourier_sigma"])
+        self.rotary = RotaryEncoder(w // conf["heads"], conf["fourier_sigma"])
         self.descriptor = nn.Sequential(nn.Linear(conf["descriptor_dim"], 2 * w), nn.GELU(), nn.Linear(2 * w, w))
         self.blocks = nn.ModuleList(Block(w, conf["heads"], conf["mlp_ratio"], conf["dropout"])
                                     for _ in range(conf["layers"]))
@@ -91,9 +117,10 @@ class LandmarkTransformer(nn.Module):
 
     def forward(self, xy: torch.Tensor, descriptors: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.descriptor(descriptors) + self.position(xy)
+        rope = self.rotary(xy)
         attn_mask = None if mask is None or bool(mask.all()) else mask[:, None, None, :]
         for block in self.blocks:
-            x = block(x, attn_mask)
+            x = block(x, rope, attn_mask)
         return self.classifier(self.norm(x))
 
     def num_parameters(self) -> int:

@@ -202,7 +202,7 @@ def main(conf: dict, train_images: list[TrainingImage], num_landmarks: int, out_
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
-                losses.append(float(loss))
+                losses.append(loss.item())
                 step += 1
                 if time.perf_counter() - t0 > budget:
                     break

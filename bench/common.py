@@ -1,0 +1,49 @@
+"""Shared bits of the benchmarks: scenes, machine description, output folder."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("PRAMLOC_DATA", ROOT.parent / "shared" / "data"))
+OUT = ROOT / "bench" / "out"
+KITCHEN = DATA / "7scenes_redkitchen"
+STRECHA = DATA / "strecha_herzjesu_P25"
+
+# name -> (dataset kind, root, map split, query split, preset)
+SCENES = {
+    "7scenes-interleaved": ("7scenes", KITCHEN, KITCHEN / "splits/interleaved_db.txt",
+                            KITCHEN / "splits/interleaved_query.txt", "indoor"),
+    "7scenes-block": ("7scenes", KITCHEN, KITCHEN / "splits/block_db.txt", KITCHEN / "splits/block_query.txt", "indoor"),
+    "strecha": ("strecha", STRECHA, STRECHA / "splits/db.txt", STRECHA / "splits/query.txt", "outdoor"),
+}
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} cores ({cpu}), {gpu}, Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def commit() -> str:
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
+    except Exception:
+        return "unknown"
+
+
+def stamp() -> dict:
+    return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(), "commit": commit()}
