@@ -21,6 +21,7 @@ CAMERA_MODELS: dict[str, int] = {
     "RADIAL": 5,
     "OPENCV": 8,
 }
+MAX_IMAGE_SIDE = 1 << 20  # pixels; larger sizes are parse errors, not images
 
 
 @dataclass
@@ -41,7 +42,7 @@ class Camera:
             raise PramlocError(f"camera model {self.model} needs {n} parameters, got {self.params.size}")
         if not np.all(np.isfinite(self.params)):
             raise PramlocError(f"camera {self.model} has non-finite parameters")
-        if self.width <= 0 or self.height <= 0:
+        if not (0 < self.width <= MAX_IMAGE_SIDE and 0 < self.height <= MAX_IMAGE_SIDE):
             raise PramlocError(f"camera {self.model} has invalid size {self.width}x{self.height}")
 
     @classmethod
@@ -49,11 +50,13 @@ class Camera:
         """Parse ``"MODEL W H p1 p2 ..."`` (hloc's query-list format, without the name)."""
         parts = text.split()
         if len(parts) < 4:
-            raise PramlocError(f"camera string {text!r} must be 'MODEL W H params...'")
+            raise PramlocError(f"camera string {text[:200]!r} must be 'MODEL W H params...'")
+        if not all(p.isascii() and "_" not in p for p in parts[1:]):
+            raise PramlocError(f"camera string {text[:200]!r} has a non-numeric value")
         try:
             return cls(parts[0], int(parts[1]), int(parts[2]), np.array([float(p) for p in parts[3:]]))
         except ValueError as err:
-            raise PramlocError(f"camera string {text!r} has a non-numeric value: {err}") from None
+            raise PramlocError(f"camera string {text[:200]!r} has a non-numeric value: {str(err)[:100]}") from None
 
     @classmethod
     def from_pycolmap(cls, cam) -> "Camera":
@@ -108,10 +111,11 @@ class Pose:
         self.tvec = np.asarray(self.tvec, dtype=np.float64).reshape(3)
         if not (np.all(np.isfinite(self.qvec)) and np.all(np.isfinite(self.tvec))):
             raise PramlocError("pose has NaN or infinite values")
-        n = np.linalg.norm(self.qvec)
-        if n < 1e-8:
+        scale = np.abs(self.qvec).max()  # normalise in two steps: no overflow for huge values
+        if scale < 1e-8:
             raise PramlocError("pose quaternion is zero")
-        self.qvec = self.qvec / n
+        q = self.qvec / scale
+        self.qvec = q / np.linalg.norm(q)
 
     @property
     def R(self) -> np.ndarray:
@@ -126,7 +130,10 @@ class Pose:
 
     @classmethod
     def from_Rt(cls, R: np.ndarray, t: np.ndarray) -> "Pose":
-        x, y, z, w = Rotation.from_matrix(np.asarray(R, dtype=np.float64)).as_quat()
+        R = np.asarray(R, dtype=np.float64)
+        if R.shape != (3, 3) or not np.all(np.isfinite(R)):
+            raise PramlocError("rotation has NaN or infinite values")
+        x, y, z, w = Rotation.from_matrix(R).as_quat()
         q = np.array([w, x, y, z])
         if q[0] < 0:
             q = -q
@@ -137,6 +144,10 @@ class Pose:
         """From a 4x4 (or 3x4) camera-to-world matrix."""
         T = np.asarray(T, dtype=np.float64)
         R_c2w, c = T[:3, :3], T[:3, 3]
+        if not np.all(np.isfinite(T[:3, :4])):
+            raise PramlocError("pose has NaN or infinite values")
+        if np.abs(R_c2w @ R_c2w.T - np.eye(3)).max() > 0.05 or np.linalg.det(R_c2w) < 0:
+            raise PramlocError("pose rotation is not a rotation matrix")
         # Orthonormalise (dataset poses are often slightly off SO(3)).
         u, _, vt = np.linalg.svd(R_c2w)
         R_c2w = u @ vt

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import PramlocError
-from .geometry import Camera, Pose
+from .geometry import CAMERA_MODELS, Camera, Pose
 
 
 def _read_lines(path: Path) -> list[tuple[int, str]]:
@@ -29,6 +29,8 @@ def _read_lines(path: Path) -> list[tuple[int, str]]:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise PramlocError(f"{path}: not a UTF-8 text file") from None
+    except OSError as err:
+        raise PramlocError(f"{path}: cannot read file ({err.strerror or err})") from None
     out = []
     for i, line in enumerate(text.splitlines(), 1):
         line = line.strip()
@@ -48,6 +50,9 @@ def read_image_list(path: Path) -> list[str]:
 
 def _parse_floats(path, lineno, values, what):
     try:
+        # float() also takes '1_0' and non-ASCII digits: not numbers in these formats.
+        if not all(v.isascii() and "_" not in v for v in values):
+            raise ValueError
         out = [float(v) for v in values]
     except ValueError:
         raise PramlocError(f"{path}:{lineno}: {what} has a non-numeric value") from None
@@ -112,6 +117,17 @@ def _looks_like_model(parts: list[str], i: int) -> bool:
         parts[i + 1].isdigit() and parts[i + 2].isdigit()
 
 
+def _camera_start(parts: list[str]) -> int | None:
+    """Index of the camera model in ``name... MODEL W H params``: the last model token
+    followed by exactly its number of values (so a name may contain a model's name), else
+    the first model token (the camera is then reported as malformed)."""
+    fits = [i for i, p in enumerate(parts) if i > 0 and p in CAMERA_MODELS
+            and len(parts) - i - 3 == CAMERA_MODELS[p]]
+    if fits:
+        return fits[-1]
+    return next((i for i, p in enumerate(parts) if p in _ALL_MODELS), None)
+
+
 _ALL_MODELS = {
     "SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "OPENCV_FISHEYE",
     "FULL_OPENCV", "FOV", "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE", "THIN_PRISM_FISHEYE",
@@ -134,35 +150,55 @@ def read_strecha_camera(path: Path) -> tuple[Camera, Pose]:
         raise PramlocError(f"{path}: radial distortion is not supported (images must be undistorted)")
     R_c2w = np.array(rows[4:7])
     C = np.array(rows[7])
+    if not all(v == int(v) for v in rows[8]):
+        raise PramlocError(f"{path}: image size {rows[8]} is not two integers")
     w, h = int(rows[8][0]), int(rows[8][1])
-    cam = Camera("PINHOLE", w, h, [K[0, 0], K[1, 1], K[0, 2], K[1, 2]])
     if abs(np.linalg.det(R_c2w) - 1) > 1e-2:
         raise PramlocError(f"{path}: rotation is not a rotation matrix")
     T = np.eye(4)
     T[:3, :3], T[:3, 3] = R_c2w, C
-    return cam, Pose.from_cam_to_world(T)
+    try:
+        return Camera("PINHOLE", w, h, [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]), Pose.from_cam_to_world(T)
+    except PramlocError as err:
+        raise PramlocError(f"{path}: {err}") from None
 
 
 def read_matrix_pose(path: Path) -> Pose:
     """A 4x4 camera-to-world matrix in a text file (7-Scenes ``poses/*.pose.txt``)."""
     rows = [_parse_floats(path, n, line.split(), "pose") for n, line in _read_lines(path)]
-    if len(rows) < 3 or any(len(r) != 4 for r in rows[:4]):
+    if len(rows) not in (3, 4) or any(len(r) != 4 for r in rows):
         raise PramlocError(f"{path}: expected a 4x4 matrix")
-    return Pose.from_cam_to_world(np.array(rows[:3]))
+    if len(rows) == 4 and not np.allclose(rows[3], [0, 0, 0, 1], atol=1e-6):
+        raise PramlocError(f"{path}: the last row of a 4x4 pose must be '0 0 0 1'")
+    try:
+        return Pose.from_cam_to_world(np.array(rows[:3]))
+    except PramlocError as err:
+        raise PramlocError(f"{path}: {err}") from None
 
 
 # ---------------------------------------------------------------- features (HDF5, hloc)
 
+FEATURE_KEYS = ("keypoints", "descriptors", "scores", "image_size")
+
+
 def write_features(path: Path, name: str, feats: dict[str, np.ndarray]) -> None:
-    """Write one image's features as a group ``name`` (overwriting it)."""
+    """Write one image's features as a group ``name`` (overwriting it). ``image_size`` is
+    written last: a group that has it is complete (see :func:`list_feature_names`)."""
     import h5py
 
-    with h5py.File(path, "a", libver="latest") as f:
-        if name in f:
-            del f[name]
-        g = f.create_group(name)
-        for k, v in feats.items():
-            g.create_dataset(k, data=v)
+    try:
+        with h5py.File(path, "a", libver="latest") as f:
+            if name in f:
+                del f[name]
+            g = f.create_group(name)
+            for k in sorted(feats, key=lambda k: k == "image_size"):
+                g.create_dataset(k, data=feats[k])
+    except OSError as err:
+        raise PramlocError(f"{path}: cannot write features file ({_h5_reason(err)})") from None
+
+
+def _h5_reason(err: Exception) -> str:
+    return str(err).splitlines()[0][:160] if str(err) else type(err).__name__
 
 
 def read_features(path: Path, name: str) -> dict[str, np.ndarray]:
@@ -171,28 +207,39 @@ def read_features(path: Path, name: str) -> dict[str, np.ndarray]:
 
     try:
         with h5py.File(path, "r") as f:
-            if name not in f:
+            g = f.get(name)
+            if not isinstance(g, h5py.Group):
                 raise PramlocError(f"{path}: no features for image {name!r}")
-            g = f[name]
-            out = {k: g[k][()] for k in g.keys()}
-    except OSError as err:
-        raise PramlocError(f"{path}: cannot read features file ({err})") from None
-    out["descriptors"] = out["descriptors"].T
+            out = {k: g[k][()] for k in g.keys() if isinstance(g[k], h5py.Dataset)}
+    except (OSError, KeyError, ValueError, TypeError) as err:
+        raise PramlocError(f"{path}: cannot read features file ({_h5_reason(err)})") from None
+    missing = [k for k in FEATURE_KEYS if k not in out]
+    if missing:
+        raise PramlocError(f"{path}: features of image {name!r} lack {', '.join(missing)} (unfinished write?)")
+    kp, desc = out["keypoints"], out["descriptors"]
+    if kp.ndim != 2 or kp.shape[1] != 2 or desc.ndim != 2 or desc.shape[1] != len(kp):
+        raise PramlocError(f"{path}: features of image {name!r} have inconsistent shapes "
+                           f"(keypoints {kp.shape}, descriptors {desc.shape})")
+    out["descriptors"] = desc.T
     return out
 
 
 def list_feature_names(path: Path) -> list[str]:
-    """All image names in a features file (names with '/' are nested groups, as in hloc)."""
+    """All image names in a features file whose features are complete (names with '/'
+    are nested groups, as in hloc). An unreadable file raises :class:`PramlocError`."""
     import h5py
 
     names = []
 
     def visit(n, obj):
-        if isinstance(obj, h5py.Dataset) and n.endswith("/keypoints"):
-            names.append(n[: -len("/keypoints")])
+        if isinstance(obj, h5py.Group) and all(isinstance(obj.get(k), h5py.Dataset) for k in FEATURE_KEYS):
+            names.append(n)
 
     if not Path(path).exists():
         return []
-    with h5py.File(path, "r") as f:
-        f.visititems(visit)
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(visit)
+    except (OSError, KeyError, ValueError, RuntimeError) as err:
+        raise PramlocError(f"{path}: cannot read features file ({_h5_reason(err)})") from None
     return names

@@ -35,10 +35,8 @@ DEFAULT_CONF = {
     "min_inliers": 30,          # accept a pose with at least this many PnP inliers
     "ransac_max_error": 8.0,    # px
     "ratio": 0.9,               # ratio test of the 2D-3D matching
-    "max_landmarks": 6,         # recognized landmarks tried, best voted first
-    "enough_matches": 150,      # stop adding landmarks once this many matches are found
+    "max_landmarks": 6,         # recognized landmarks matched, best voted first
     "min_votes": 3.0,           # below: recognition is unsure -> fallback (auto)
-    "background_confidence": 0.8,  # keypoints labelled background this confidently are dropped
     "refine_radius": 12.0,      # px, search radius of the matching by projection
     "covisible_images": 5,      # map images whose points join the refinement
     "seed": 0,
@@ -115,12 +113,13 @@ class Localizer:
 
     # ------------------------------------------------------------------ stages
 
-    def _match(self, q_idx: np.ndarray, desc: torch.Tensor, pts: np.ndarray) -> np.ndarray:
-        """Match query keypoints ``q_idx`` to map points ``pts``: (K, 2) (keypoint, point)."""
+    def _match(self, q_idx: np.ndarray, desc: torch.Tensor, pts: np.ndarray, allowed=None) -> np.ndarray:
+        """Match query keypoints ``q_idx`` to map points ``pts`` (only ``allowed`` pairs):
+        (K, 2) rows of (keypoint index, point index)."""
         if len(q_idx) == 0 or len(pts) == 0:
             return np.zeros((0, 2), np.int64)
         m, _ = match(desc[torch.from_numpy(q_idx)], self.descriptors[torch.from_numpy(pts)],
-                     ratio=self.conf["ratio"], mutual=True)
+                     ratio=self.conf["ratio"], mutual=True, allowed=allowed)
         m = m.cpu().numpy()
         return np.stack([q_idx[m[:, 0]], pts[m[:, 1]]], 1) if len(m) else np.zeros((0, 2), np.int64)
 
@@ -159,21 +158,19 @@ class Localizer:
         if len(ranked) == 0 or rec.votes[ranked[0]] < c["min_votes"]:
             return None, "recognition unsure"
         with _Timer(times, "matching"):
-            found, used = [], []
-            for l in ranked[: c["max_landmarks"]]:
-                q_idx = rec.keypoints_of(int(l))
-                pts = np.arange(self._offsets[l], self._offsets[l + 1])
-                found.append(self._match(q_idx, desc, pts))
-                used.append(pts)
-                if sum(len(f) for f in found) >= c["enough_matches"]:
-                    break
-            matches = np.concatenate(found)
+            # Keypoints labelled with one of the top landmarks, matched only against the
+            # points of their own landmark (one masked matching for all landmarks).
+            top = ranked[: c["max_landmarks"]]
+            q_idx = np.nonzero(np.isin(rec.labels, top + 1))[0]
+            pts = np.concatenate([np.arange(self._offsets[l], self._offsets[l + 1]) for l in top])
+            allowed = torch.from_numpy(rec.labels[q_idx][:, None] - 1 == self.map.point_landmark[pts][None, :])
+            matches = self._match(q_idx, desc, pts, allowed)
         res.num_matches = len(matches)
         with _Timer(times, "pnp"):
             est = self._register(matches, kps, camera)
         if est is None:
             return None, f"registration failed ({len(matches)} matches)"
-        return self._refine(est, matches, kps, desc_np, camera, np.concatenate(used), times), ""
+        return self._refine(est, matches, kps, desc_np, camera, pts, times), ""
 
     def _retrieval_path(self, kps, desc, desc_np, camera, res: QueryResult):
         times = res.times

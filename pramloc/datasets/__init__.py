@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import logger
 from ..errors import PramlocError
 from ..geometry import Camera, Pose
 
@@ -54,9 +55,22 @@ def list_images(image_dir: Path) -> list[str]:
         str(p.relative_to(image_dir)) for p in image_dir.rglob("*")
         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
     )
+    bad = [n for n in names if not _is_utf8(n)]
+    if bad:  # they could not be written to features files, results or logs
+        logger.warning("%s: skipping %d image(s) whose file name is not valid UTF-8 (rename them), e.g. %r",
+                       image_dir, len(bad), bad[0])
+        names = [n for n in names if _is_utf8(n)]
     if not names:
         raise PramlocError(f"{image_dir}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
     return names
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes of the file system, kept as surrogates
+        return False
+    return True
 
 
 def apply_split(names: list[str], split: Path | None, root: Path) -> list[str]:

@@ -27,21 +27,92 @@ def get_extractor(name: str):
     return importlib.import_module(REGISTRY[name])
 
 
-def read_image(path: Path, grayscale: bool = True) -> np.ndarray:
-    """Read an image (EXIF orientation applied). Grayscale (H, W) or RGB (H, W, 3) uint8."""
+def _read_bytes(path: Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise PramlocError(f"{path}: image not found")
-    if path.stat().st_size == 0:
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)  # handles non-ASCII and non-UTF-8 names
+    except OSError as err:
+        raise PramlocError(f"{path}: cannot read image ({err.strerror or err})") from None
+    if data.size == 0:
         raise PramlocError(f"{path}: image file is empty")
-    data = np.fromfile(str(path), dtype=np.uint8)  # handles non-ASCII names
-    flag = cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR
-    image = cv2.imdecode(data, flag)
+    return data
+
+
+def _decode(path: Path, data: np.ndarray, flag: int) -> np.ndarray:
+    try:
+        image = cv2.imdecode(data, flag)
+    except cv2.error:
+        image = None
     if image is None or image.size == 0:
-        raise PramlocError(f"{path}: cannot decode image (corrupt or unsupported format)")
+        raise PramlocError(f"{path}: cannot decode image (corrupt, truncated or unsupported format)")
+    return image
+
+
+def read_image(path: Path, grayscale: bool = True) -> np.ndarray:
+    """Read an image at full resolution, EXIF orientation applied (the image as displayed).
+    Grayscale (H, W) or RGB (H, W, 3) uint8, whatever the file's depth and channels
+    (16-bit, gray, RGBA). A truncated or corrupt file raises :class:`PramlocError`."""
+    data = _read_bytes(path)
+    image = _decode(path, data, cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR)
     if not grayscale:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     return image
+
+
+_REDUCED = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
+
+
+def _jpeg_size(data: np.ndarray) -> tuple[int, int] | None:
+    """(W, H) as stored in a JPEG's frame header (before EXIF rotation), else None."""
+    buf = data[: 1 << 20].tobytes()  # the frame header follows the APP segments (EXIF, ICC, ...)
+    if buf[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 < len(buf):
+        if buf[i] != 0xFF:
+            return None
+        marker = buf[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length field
+            i += 2
+            continue
+        length = int.from_bytes(buf[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
+            h, w = int.from_bytes(buf[i + 5:i + 7], "big"), int.from_bytes(buf[i + 7:i + 9], "big")
+            return (w, h) if w > 0 and h > 0 else None
+        i += 2 + length
+    return None
+
+
+def decode_factor(size: tuple[int, int] | None, max_side: int | None) -> int:
+    """The power of two (1, 2, 4 or 8) by which a JPEG of stored ``size`` (W, H) is decoded
+    (libjpeg's DCT scaling: fast, and the full image is never in memory). The reduced image
+    keeps at least twice ``max_side`` pixels so that the final resize still averages
+    (normal photos are unaffected), and both sides must be multiples of the factor so that
+    pixel ``i`` of the reduced image covers original pixels ``[f * i, f * (i + 1))`` exactly,
+    whatever the EXIF rotation."""
+    if size is None or not max_side:
+        return 1
+    w, h = size
+    for f in (8, 4, 2):
+        if w % f == 0 and h % f == 0 and max(w, h) // f >= 2 * max_side:
+            return f
+    return 1
+
+
+def load_image(path: Path, max_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """A grayscale image for feature extraction and the (W, H) of the full image as
+    displayed (EXIF orientation applied). A JPEG much larger than ``max_side`` is decoded
+    directly at 1/2, 1/4 or 1/8 of its size (see :func:`decode_factor`): a 12000x9000
+    photo never takes 108 MB of memory. Returns the (h, w) uint8 image and (W, H)."""
+    data = _read_bytes(path)
+    f = decode_factor(_jpeg_size(data), max_side)
+    image = _decode(path, data, _REDUCED[f] if f > 1 else cv2.IMREAD_GRAYSCALE)
+    return image, (image.shape[1] * f, image.shape[0] * f)
 
 
 def resize_max_side(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
@@ -54,26 +125,44 @@ def resize_max_side(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
 
-def extract_image(image: np.ndarray, conf: dict) -> dict[str, np.ndarray]:
-    """Features of one grayscale image (H, W) uint8, keypoints in its original pixel frame."""
+def extract_image(image: np.ndarray, conf: dict, image_size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """Features of one grayscale image (H, W) uint8 (RGB (H, W, 3) is converted).
+
+    ``image_size`` (W, H): the size of the original image when ``image`` is a reduced
+    decoding of it (see :func:`load_image`); keypoints and ``image_size`` are always in the
+    original pixel frame.
+    """
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY if image.shape[2] == 3 else cv2.COLOR_RGBA2GRAY)
+    if image.ndim != 2 or image.size == 0:
+        raise PramlocError(f"expected a grayscale image (H, W), got an array of shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise PramlocError(f"expected a uint8 image, got {image.dtype}")
     h, w = image.shape[:2]
-    small, scale = resize_max_side(image, conf.get("max_side"))
+    W, H = (w, h) if image_size is None else (int(image_size[0]), int(image_size[1]))
+    # A reduced decoding keeps more than max_side pixels: the final size is the same as
+    # resizing the full image.
+    small, _ = resize_max_side(image, conf.get("max_side"))
     sh, sw = small.shape[:2]
     pred = get_extractor(conf["name"]).extract(small.astype(np.float32), conf)
     kp = pred["keypoints"].astype(np.float32)
     if len(kp):
         # hloc convention: pixel centres at integer coordinates in both frames.
-        kp = (kp + 0.5) * np.array([w / sw, h / sh], dtype=np.float32) - 0.5
+        kp = (kp + 0.5) * np.array([W / sw, H / sh], dtype=np.float32) - 0.5
     return {
         "keypoints": kp.reshape(-1, 2),
         "descriptors": pred["descriptors"].astype(np.float32),
         "scores": pred["scores"].astype(np.float32),
-        "image_size": np.array([w, h], dtype=np.int32),
+        "image_size": np.array([W, H], dtype=np.int32),
     }
 
 
 def extract_path(path: Path, conf: dict) -> dict[str, np.ndarray]:
-    return extract_image(read_image(path, grayscale=True), conf)
+    """Features of an image file (JPEGs much larger than ``conf['max_side']`` are decoded
+    at a reduced size, see :func:`load_image`)."""
+    image, size = load_image(path, conf.get("max_side"))
+    return extract_image(image, conf, size)
 
 
 def main(conf: dict, image_dir: Path, names: list[str], out_path: Path, overwrite: bool = False) -> Path:
@@ -85,7 +174,12 @@ def main(conf: dict, image_dir: Path, names: list[str], out_path: Path, overwrit
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    done = set() if overwrite else set(list_feature_names(out_path))
+    try:
+        done = set() if overwrite else set(list_feature_names(out_path))
+    except PramlocError as err:  # e.g. a build killed while writing it
+        logger.warning("%s; extracting all features again.", err)
+        out_path.unlink()
+        done = set()
     todo = [n for n in names if n not in done]
     logger.info("Extracting %s features of %d images (%d cached).", conf["name"], len(todo), len(names) - len(todo))
     for name in track(todo, desc="features"):

@@ -130,13 +130,15 @@ def plain_view(image: TrainingImage, max_keypoints: int | None = None) -> View:
     return View(normalize_keypoints(image.keypoints[:n], image.image_size), image.descriptors[:n], image.labels[:n])
 
 
-def augmented_view(image: TrainingImage, rng: np.random.Generator, conf: dict) -> View:
+def augmented_view(image: TrainingImage, rng: np.random.Generator, conf: dict,
+                   num_keypoints: int | None = None) -> View:
     """A random new viewpoint of ``image``, on normalised coordinates:
 
     1. random affine of the frame (zoom ``exp(U(-scale, scale))``, rotation ``U(-rotation,
        rotation)`` degrees, anisotropy ``exp(U(-aspect, aspect))``, shift ``U(-shift, shift)``),
        then the keypoints that leave the original frame are cropped (unless too few remain);
-    2. a random subset of ``U(min_keypoints, max_keypoints)`` keypoints;
+    2. a random subset of ``num_keypoints`` keypoints (default ``U(min_keypoints, max_keypoints)``),
+       all of them if fewer;
     3. Gaussian coordinate jitter (std ``jitter``, normalised units);
     4. Gaussian descriptor noise (std ``U(0, descriptor_noise)``), clipped at 0 and L2-normalised.
     """
@@ -158,10 +160,9 @@ def augmented_view(image: TrainingImage, rng: np.random.Generator, conf: dict) -
     else:  # crop would leave too little: keep the transform, skip the crop
         xy = moved
 
-    n = len(xy)
-    hi = min(n, conf["max_keypoints"])
-    lo = min(hi, conf["min_keypoints"])
-    keep = rng.permutation(n)[: int(rng.integers(lo, hi + 1))] if n else np.zeros(0, int)
+    if num_keypoints is None:
+        num_keypoints = int(rng.integers(conf["min_keypoints"], conf["max_keypoints"] + 1))
+    keep = rng.permutation(len(xy))[:num_keypoints]
     xy, desc, labels = xy[keep], desc[keep], labels[keep]
 
     xy = xy + rng.normal(0, conf["jitter"], size=xy.shape).astype(np.float32)

@@ -34,9 +34,10 @@ default_conf = {
     "heads": 4,
     "mlp_ratio": 2,
     "dropout": 0.1,
+    "fourier_sigma": 3.0,       # init std of the positional Fourier frequencies (per normalised unit)
     # data
-    "max_keypoints": 1024,      # most keypoints of a training view (and of a validation image)
-    "min_keypoints": 128,       # fewest keypoints of a training view
+    "max_keypoints": 1024,      # keypoints of a validation image (the first ones)
+    "train_keypoints": [128, 384],  # range of the number of keypoints of a training view
     "val_fraction": 0.1,        # share of the map images held out for validation
     # optimisation
     "train_minutes": 8.0,       # time budget (hard stop)
@@ -57,7 +58,7 @@ default_conf = {
     "cuda": {"width": 256, "layers": 6, "heads": 8, "batch_size": 32},  # overrides on a GPU
 }
 
-MODEL_KEYS = ("width", "layers", "heads", "mlp_ratio", "dropout")
+MODEL_KEYS = ("width", "layers", "heads", "mlp_ratio", "dropout", "fourier_sigma")
 
 
 @contextmanager
@@ -168,7 +169,8 @@ def main(conf: dict, train_images: list[TrainingImage], num_landmarks: int, out_
         optimizer = make_optimizer(model, conf)
         class_weight = torch.ones(num_landmarks + 1, device=dev)
         class_weight[0] = conf["background_weight"]
-        aug = {**conf["augment"], "max_keypoints": conf["max_keypoints"], "min_keypoints": conf["min_keypoints"]}
+        lo, hi = (int(v) for v in conf["train_keypoints"])
+        aug = {**conf["augment"], "min_keypoints": lo, "max_keypoints": hi}
         batch_size = min(conf["batch_size"], len(train))
         steps_per_epoch = math.ceil(len(train) / batch_size)
         fixed_epochs = conf["epochs"] is not None
@@ -191,7 +193,8 @@ def main(conf: dict, train_images: list[TrainingImage], num_landmarks: int, out_
             order = rng.permutation(len(train))
             losses = []
             for start in range(0, len(order), batch_size):
-                views = [augmented_view(train[i], rng, aug) for i in order[start:start + batch_size]]
+                n = int(rng.integers(lo, hi + 1))  # one size per batch: little padding
+                views = [augmented_view(train[i], rng, aug, n) for i in order[start:start + batch_size]]
                 batch = {k: v.to(dev, non_blocking=True) for k, v in collate(views).items()}
                 for group in optimizer.param_groups:
                     group["lr"] = conf["lr"] * lr_factor(step, epochs * steps_per_epoch, conf["warmup_steps"])
@@ -219,7 +222,7 @@ def main(conf: dict, train_images: list[TrainingImage], num_landmarks: int, out_
                 else:
                     stale += 1
             history.append(record)
-            if not fixed_epochs and epoch <= 3:  # fit the schedule to the budget from the speed so far
+            if not fixed_epochs:  # fit the schedule to the budget from the mean epoch time so far
                 epochs = max(epoch, min(int(conf["max_epochs"]), int(budget / (elapsed / epoch))))
                 bar.total = epochs
             bar.update(1)

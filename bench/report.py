@@ -1,0 +1,107 @@
+"""Render bench/out/*.json into the tables of docs/BENCHMARKS.md (between markers)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import OUT, ROOT  # noqa: E402
+
+DOC = ROOT / "docs" / "BENCHMARKS.md"
+BEGIN, END = "<!-- generated tables: begin -->", "<!-- generated tables: end -->"
+HLOC_7SCENES_MB = 23.5
+
+
+def _load(prefix):
+    return {p.stem[len(prefix) + 1:]: json.loads(p.read_text()) for p in sorted(OUT.glob(f"{prefix}_*.json"))}
+
+
+def mb(b):
+    return f"{b / 1e6:.2f}"
+
+
+def build_table(builds):
+    lines = ["### Map building", "",
+             "| scene | images | 3D points (triangulated) | kept points | landmarks | features s | triangulation s | landmarks s | retrieval s | recognizer s | total s | peak RAM MB | map.h5 MB | sfm MB | recognizer MB | total MB | hloc-style MB | localization part / hloc | whole map / hloc |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s, r in builds.items():
+        t = r["timings"]
+        lines.append(
+            f"| {s} | {r['counts']['images']} | {r['stats']['model']['points3D']} | {r['counts']['points']} | "
+            f"{r['counts']['landmarks']} | {t.get('features', 0):.1f} | {t.get('triangulation', t.get('sfm', 0)):.1f} | "
+            f"{t.get('landmarks', 0):.1f} | {t.get('retrieval', 0):.1f} | {t.get('recognizer', 0):.1f} | {r['wall_s']:.1f} | "
+            f"{r['peak_memory_mb']:.0f} | {mb(r['map_bytes'].get('map.h5', 0))} | {mb(r['map_bytes'].get('sfm', 0))} | "
+            f"{mb(r['map_bytes'].get('recognizer.pt', 0))} | {mb(r['map_total_bytes'])} | {mb(r['hloc_style']['bytes'])} | "
+            f"{100 * r['localization_share_of_hloc']:.1f}% | {100 * r['total_share_of_hloc']:.1f}% |")
+    lines += ["", "map.h5 by part (MB): " + "; ".join(
+        f"{s}: " + ", ".join(f"{k} {mb(v)}" for k, v in r["map_h5_bytes"].items()) for s, r in builds.items())]
+    return lines
+
+
+def recognition_table(recs):
+    lines = ["### Recognition (queries never seen in training)", "",
+             "| scene | landmarks | queries | method | keypoint acc. | top-1 precision | dominant r@1 | r@3 | r@5 |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s, r in recs.items():
+        for name, m in r["methods"].items():
+            ka = f"{100 * m['keypoint_accuracy']:.1f}%" if "keypoint_accuracy" in m else "-"
+            lines.append(f"| {s} | {r['landmarks']} | {r['queries_evaluated']} | {name} | {ka} | "
+                         f"{100 * m['top1']:.1f}% | {100 * m['r@1']:.1f}% | {100 * m['r@3']:.1f}% | {100 * m['r@5']:.1f}% |")
+    lines += ["", "| scene | parameters | checkpoint MB | training s | epochs | inference ms @500 / 1024 / 2048 kp |",
+              "|---|---|---|---|---|---|"]
+    for s, r in recs.items():
+        rc = r.get("recognizer", {})
+        inf = r["inference_ms"]
+        lines.append(f"| {s} | {rc.get('parameters', '?')} | {r['checkpoint_bytes'] / 1e6:.2f} | "
+                     f"{rc.get('seconds', '?')} | {rc.get('epochs', '?')} | "
+                     f"{inf.get('500', inf.get(500))} / {inf.get('1024', inf.get(1024))} / {inf.get('2048', inf.get(2048))} |")
+    return lines
+
+
+def localize_table(locs):
+    lines = ["### Localization", "",
+             "| scene | mode | 5cm,5° | 25cm,2° | 50cm,5° | 5m,10° | median cm | median ° | failed | paths (recog./retr.) | features ms | recognition ms | retrieval ms | matching ms | PnP ms | refinement ms | total ms (median / p90) | w/o features ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s, r in locs.items():
+        for mode, m in r["modes"].items():
+            rc = list(m["recall"].values())
+            t = m["time"]
+            lines.append(
+                f"| {s} | {mode} | " + " | ".join(f"{100 * v:.1f}%" for v in rc) +
+                f" | {m['median_translation_cm']:.2f} | {m['median_rotation_deg']:.2f} | {m['failed']}/{r['queries']} | "
+                f"{m['paths']['recognition']}/{m['paths']['retrieval']} | " +
+                " | ".join(f"{t[k]['median_ms']:.0f}" for k in ("features", "recognition", "retrieval", "matching", "pnp", "refinement")) +
+                f" | {t['total']['median_ms']:.0f} / {t['total']['p90_ms']:.0f} | {t['total_without_features']['median_ms']:.0f} |")
+    sp = [(s, r["speedup_recognition_vs_retrieval"]) for s, r in locs.items() if "speedup_recognition_vs_retrieval" in r]
+    if sp:
+        lines += ["", "Speed-up of `recognition` over `retrieval` (median per query, same queries, same run): " +
+                  "; ".join(f"{s}: {v['end_to_end']}x end to end, {v['without_features']}x without feature extraction"
+                            for s, v in sp)]
+    return lines
+
+
+def main() -> Path:
+    builds, recs, locs = _load("build"), _load("recognition"), _load("localize")
+    any_r = next(iter({**builds, **recs, **locs}.values()), {})
+    lines = [BEGIN, "",
+             f"Machine: {any_r.get('machine', '?')}. Date: {any_r.get('date', '?')}. Commit: {any_r.get('commit', '?')}.",
+             "Command: `python bench/run_all.py` (tables rendered by `python bench/report.py`).", ""]
+    if builds:
+        lines += build_table(builds) + [""]
+    if recs:
+        lines += recognition_table(recs) + [""]
+    if locs:
+        lines += localize_table(locs) + [""]
+    lines.append(END)
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n" + BEGIN + "\n" + END + "\n"
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    DOC.write_text(head + "\n".join(lines) + tail)
+    print(f"wrote {DOC}")
+    return DOC
+
+
+if __name__ == "__main__":
+    main()
