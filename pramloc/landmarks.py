@@ -157,22 +157,35 @@ class LandmarkSegmentation:
     stats: dict
 
 
+def nearest_landmark(xyz: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """(P, 3) points -> (P,) id of the nearest landmark centre (L, 3)."""
+    from scipy.spatial import cKDTree
+
+    return cKDTree(centers).query(xyz)[1].astype(np.int64)
+
+
 def build(rec: pycolmap.Reconstruction, names: list[str], descriptors: list[np.ndarray], conf: dict) -> LandmarkSegmentation:
+    """Outliers out, sparsify, cluster the kept points into landmarks (so that every
+    landmark owns stored points), and label every inlier point (kept or not, for the
+    recognizer's training labels) with its nearest landmark centre."""
     tracks = tracks_from_reconstruction(rec, names)
     n0 = len(tracks.xyz)
     inl = remove_outliers(tracks.xyz, conf["outlier_neighbors"], conf["outlier_std_ratio"])
     tracks = tracks.subset(inl)
-    landmark, centers = segment(tracks.xyz, conf["num_landmarks"], conf.get("seed", 0))
     keep = sparsify(tracks, conf["points_per_image"], conf["min_track_length"])
+    num = max(1, min(conf["num_landmarks"], int(keep.sum()) // conf.get("min_points_per_landmark", 30)))
+    _, centers = segment(tracks.xyz[keep], num, conf.get("seed", 0))
+    landmark = nearest_landmark(tracks.xyz, centers)
     desc = representative_descriptors(tracks.subset(keep), descriptors)
+    per = np.bincount(landmark[keep], minlength=len(centers))
     stats = {
         "triangulated_points": n0,
         "outliers_removed": int(n0 - inl.sum()),
         "landmarks": int(len(centers)),
         "kept_points": int(keep.sum()),
-        "points_per_landmark_min": int(np.bincount(landmark[keep], minlength=len(centers)).min()) if keep.any() else 0,
-        "points_per_landmark_max": int(np.bincount(landmark[keep], minlength=len(centers)).max()) if keep.any() else 0,
+        "points_per_landmark_min": int(per.min()) if keep.any() else 0,
+        "points_per_landmark_max": int(per.max()) if keep.any() else 0,
     }
-    logger.info("Landmarks: %d points -> %d inliers -> %d landmarks, %d points kept.",
-                n0, len(tracks.xyz), len(centers), keep.sum())
+    logger.info("Landmarks: %d points -> %d inliers -> %d kept -> %d landmarks.",
+                n0, len(tracks.xyz), keep.sum(), len(centers))
     return LandmarkSegmentation(tracks, landmark, centers, keep, desc, stats)

@@ -56,6 +56,7 @@ def kitchen_map(tmp_path_factory, kitchen_root, kitchen_split) -> Path:
     from pramloc.datasets import load_dataset
 
     out = tmp_path_factory.mktemp("maps") / "kitchen"
-    conf = load_config("indoor", ["landmarks.num_landmarks=8", "triangulation.num_pairs=5"])
+    conf = load_config("indoor", ["landmarks.num_landmarks=8", "landmarks.min_points_per_landmark=10",
+                                     "triangulation.num_pairs=5"])
     build.main(conf, load_dataset("7scenes", kitchen_root, kitchen_split), out, train=False)
     return out

@@ -16,7 +16,7 @@ from pramloc.mapio import load_map
 
 from .conftest import frame
 
-FAST = ["--set", "triangulation.num_pairs=5", "--no-train"]
+FAST = ["--set", "triangulation.num_pairs=5", "--set", "landmarks.min_points_per_landmark=10", "--no-train"]
 
 
 def run(args, ok=True):
