@@ -4,8 +4,9 @@
              -> PnP + RANSAC -> refinement by projection                 [recognition]
     features -> VLAD retrieval of map images -> matching against their points
              -> PnP + RANSAC -> refinement by projection                 [retrieval]
-    auto = recognition, falling back to retrieval when recognition is unsure or
-    registration fails.
+    auto = recognition, falling back to retrieval when recognition is unsure, registration
+    fails, or the pose has fewer than ``confident_inliers`` inliers (then the pose with
+    more inliers wins).
 
 Poses are world-to-camera. Keypoints are in pixels of the original query image.
 """
@@ -37,6 +38,7 @@ DEFAULT_CONF = {
     "ratio": 0.9,               # ratio test of the 2D-3D matching
     "max_landmarks": 6,         # recognized landmarks matched, best voted first
     "min_votes": 3.0,           # below: recognition is unsure -> fallback (auto)
+    "confident_inliers": 100,   # auto: below, retrieval is tried too and the pose with more inliers wins
     "refine_radius": 12.0,      # px, search radius of the matching by projection
     "covisible_images": 5,      # map images whose points join the refinement
     "seed": 0,
@@ -213,11 +215,14 @@ class Localizer:
                 est, reason = self._recognition_path(kps, desc, desc_np, size, camera, res)
                 if est is not None:
                     res.path = "recognition"
-            if est is None and self.mode != "recognition":
-                est, reason2 = self._retrieval_path(kps, desc, desc_np, camera, res)
-                reason = "; ".join(r for r in (reason, reason2) if r)
+            unsure = est is None or est.num_inliers < self.conf["confident_inliers"]
+            if unsure and self.mode != "recognition":
                 if est is not None:
-                    res.path = "retrieval"
+                    reason = f"recognition pose has only {est.num_inliers} inliers"
+                fallback, reason2 = self._retrieval_path(kps, desc, desc_np, camera, res)
+                reason = "; ".join(r for r in (reason, reason2) if r)
+                if fallback is not None and (est is None or fallback.num_inliers > est.num_inliers):
+                    est, res.path = fallback, "retrieval"
             if est is None:
                 res.reason = reason
                 return res
