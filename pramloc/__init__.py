@@ -1,6 +1,10 @@
 """pramloc: hierarchical visual localization with landmark recognition."""
 
 import logging
+import os
+
+# pycolmap logs through glog at import time; keep it quiet unless asked (GLOG_minloglevel=0).
+os.environ.setdefault("GLOG_minloglevel", "2")
 
 from .errors import PramlocError
 
