@@ -111,11 +111,13 @@ class Pose:
         self.tvec = np.asarray(self.tvec, dtype=np.float64).reshape(3)
         if not (np.all(np.isfinite(self.qvec)) and np.all(np.isfinite(self.tvec))):
             raise PramlocError("pose has NaN or infinite values")
-        scale = np.abs(self.qvec).max()  # normalise in two steps: no overflow for huge values
-        if scale < 1e-8:
+        q = self.qvec
+        if np.abs(q).max() > 1e150:  # the norm would overflow
+            q = q / np.abs(q).max()
+        n = np.linalg.norm(q)
+        if n < 1e-8:
             raise PramlocError("pose quaternion is zero")
-        q = self.qvec / scale
-        self.qvec = q / np.linalg.norm(q)
+        self.qvec = q / n
 
     @property
     def R(self) -> np.ndarray:
@@ -133,7 +135,10 @@ class Pose:
         R = np.asarray(R, dtype=np.float64)
         if R.shape != (3, 3) or not np.all(np.isfinite(R)):
             raise PramlocError("rotation has NaN or infinite values")
-        x, y, z, w = Rotation.from_matrix(R).as_quat()
+        try:
+            x, y, z, w = Rotation.from_matrix(R).as_quat()
+        except ValueError:  # scipy: determinant <= 0
+            raise PramlocError("rotation matrix has a non-positive determinant") from None
         q = np.array([w, x, y, z])
         if q[0] < 0:
             q = -q
@@ -146,7 +151,9 @@ class Pose:
         R_c2w, c = T[:3, :3], T[:3, 3]
         if not np.all(np.isfinite(T[:3, :4])):
             raise PramlocError("pose has NaN or infinite values")
-        if np.abs(R_c2w @ R_c2w.T - np.eye(3)).max() > 0.05 or np.linalg.det(R_c2w) < 0:
+        with np.errstate(over="ignore", invalid="ignore"):
+            not_rotation = not (np.abs(R_c2w @ R_c2w.T - np.eye(3)).max() <= 0.05 and np.linalg.det(R_c2w) > 0)
+        if not_rotation:
             raise PramlocError("pose rotation is not a rotation matrix")
         # Orthonormalise (dataset poses are often slightly off SO(3)).
         u, _, vt = np.linalg.svd(R_c2w)
@@ -156,8 +163,11 @@ class Pose:
 
     @classmethod
     def from_pycolmap(cls, rigid) -> "Pose":
-        m = np.asarray(rigid.matrix())
-        return cls.from_Rt(m[:3, :3], m[:3, 3])
+        """From a ``pycolmap.Rigid3d`` (its quaternion, normalised here: a model file may
+        hold any quaternion, and its matrix is a rotation only for unit ones)."""
+        x, y, z, w = np.asarray(rigid.rotation.quat, dtype=np.float64)
+        q = np.array([w, x, y, z])
+        return cls(-q if w < 0 else q, np.asarray(rigid.translation, dtype=np.float64))
 
     def to_pycolmap(self):
         import pycolmap

@@ -153,8 +153,9 @@ def read_strecha_camera(path: Path) -> tuple[Camera, Pose]:
     if not all(v == int(v) for v in rows[8]):
         raise PramlocError(f"{path}: image size {rows[8]} is not two integers")
     w, h = int(rows[8][0]), int(rows[8][1])
-    if abs(np.linalg.det(R_c2w) - 1) > 1e-2:
-        raise PramlocError(f"{path}: rotation is not a rotation matrix")
+    with np.errstate(over="ignore", invalid="ignore"):
+        if not abs(np.linalg.det(R_c2w) - 1) <= 1e-2:
+            raise PramlocError(f"{path}: rotation is not a rotation matrix")
     T = np.eye(4)
     T[:3, :3], T[:3, 3] = R_c2w, C
     try:

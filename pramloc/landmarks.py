@@ -48,7 +48,9 @@ def tracks_from_reconstruction(rec: pycolmap.Reconstruction, names: list[str]) -
     index = {n: i for i, n in enumerate(names)}
     image_index = {im_id: index[im.name] for im_id, im in rec.images.items() if im.name in index}
     xyz, color, op, oi, ok = [], [], [], [], []
-    for p, (pid, point) in enumerate(rec.points3D.items()):
+    # Sorted by id: pycolmap's iteration order differs between a model in memory and the
+    # same model read back from disk, and k-means must not depend on it.
+    for p, (pid, point) in enumerate(sorted(rec.points3D.items())):
         xyz.append(point.xyz)
         color.append(point.color)
         for el in point.track.elements:

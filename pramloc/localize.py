@@ -24,7 +24,7 @@ import torch
 from . import logger
 from .config import deep_merge
 from .errors import PramlocError
-from .features import extract_image, read_image
+from .features import extract_image, extract_path
 from .geometry import Camera, Pose
 from .mapio import LandmarkMap, load_map, retrieval_index
 from .matching import match
@@ -199,10 +199,14 @@ class Localizer:
         res = QueryResult(name)
         try:
             with _Timer(res.times, "features"):
-                img = read_image(image) if not isinstance(image, np.ndarray) else image
-                if (img.shape[1], img.shape[0]) != (camera.width, camera.height):
-                    camera = camera.scaled(img.shape[1] / camera.width, img.shape[0] / camera.height)
-                f = extract_image(img, self.feature_conf)
+                f = (extract_image(image, self.feature_conf) if isinstance(image, np.ndarray)
+                     else extract_path(image, self.feature_conf))
+            w, h = (int(v) for v in f["image_size"])
+            if (w, h) != (camera.width, camera.height):
+                if abs(w / h - camera.width / camera.height) > 0.01:
+                    res.reason = f"image {w}x{h} does not match camera {camera.width}x{camera.height}"
+                    return res
+                camera = camera.scaled(w / camera.width, h / camera.height)
             kps, desc_np = f["keypoints"].astype(np.float64), f["descriptors"]
             res.num_keypoints = len(kps)
             if len(kps) < 4:

@@ -55,14 +55,14 @@ _POINT3D_ID_RE = re.compile(r"-1|\+?\d{1,19}")
 
 
 def _int(tok: str, lo: int, hi: int) -> int | None:
-    if not _INT_RE.fullmatch(tok):
+    if len(tok) > 24 or not _INT_RE.fullmatch(tok):  # (Python refuses to parse 4300+ digits)
         return None
     v = int(tok)
     return v if lo <= v <= hi else None
 
 
 def _float(tok: str) -> float | None:
-    if not _NUM_RE.fullmatch(tok):
+    if len(tok) > 400 or not _NUM_RE.fullmatch(tok):
         return None
     v = float(tok)
     return v if math.isfinite(v) else None
