@@ -36,6 +36,7 @@ DEFAULT_CONF = {
     "min_inliers": 30,          # accept a pose with at least this many PnP inliers
     "ransac_max_error": 8.0,    # px
     "ratio": 0.9,               # ratio test of the 2D-3D matching
+    "recognition_keypoints": 1024,  # keypoints labelled by the recognizer (the strongest)
     "max_landmarks": 6,         # recognized landmarks matched, best voted first
     "min_votes": 3.0,           # below: recognition is unsure -> fallback (auto)
     "confident_inliers": 100,   # auto: below, retrieval is tried too and the pose with more inliers wins
@@ -153,7 +154,10 @@ class Localizer:
     def _recognition_path(self, kps, desc, desc_np, size, camera, res: QueryResult):
         c, times = self.conf, res.times
         with _Timer(times, "recognition"):
-            rec = self.recognizer.recognize(kps, desc_np, size)
+            # The strongest keypoints only (features are sorted by score): attention cost
+            # grows with the square of their number.
+            n = min(len(kps), self.conf["recognition_keypoints"])
+            rec = self.recognizer.recognize(kps[:n], desc_np[:n], size)
             ranked = rec.ranked()
         res.landmarks = ranked[: c["max_landmarks"]].tolist()
         res.votes = [round(float(rec.votes[l]), 2) for l in res.landmarks]

@@ -27,15 +27,15 @@ from .data import check_inputs, collate, normalize_keypoints, View
 CHECKPOINT_FORMAT = "pramloc-recognizer"
 CHECKPOINT_VERSION = 1
 
-default_model_conf = {
+default_model_conf = {  # training defaults: pramloc.recognition.train.default_conf
     "descriptor_dim": 128,
     "num_landmarks": 32,
-    "width": 128,
-    "layers": 4,
-    "heads": 4,
+    "width": 96,
+    "layers": 2,
+    "heads": 2,
     "mlp_ratio": 2,
-    "dropout": 0.1,
-    "fourier_sigma": 3.0,
+    "dropout": 0.0,
+    "fourier_sigma": 10.0,
 }
 
 
@@ -78,9 +78,10 @@ class Block(nn.Module):
 
     def __init__(self, width: int, heads: int, mlp_ratio: int, dropout: float):
         super().__init__()
-        if width % heads:
-            raise PramlocError(f"recognizer: width {width} is not divisible by heads {heads}")
-        self.heads, self.dropout = heads, dropout
+        if width % heads or (width // heads) % 2:
+            raise PramlocError(f"recognizer: width {width} must be divisible by heads {heads} into an even "
+                               "head size (rotary encoding)")
+        self.heads = heads
         self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
         self.qkv = nn.Linear(width, 3 * width)
         self.out = nn.Linear(width, width)
@@ -219,7 +220,7 @@ class Recognizer:
             model = LandmarkTransformer(ckpt["config"])
             state = {k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
             model.load_state_dict(state)
-        except (KeyError, RuntimeError, TypeError) as err:
+        except (KeyError, RuntimeError, TypeError, ValueError, PramlocError) as err:
             raise PramlocError(f"{path}: recognizer checkpoint does not match the model "
                                f"({str(err).splitlines()[0][:120]})") from None
         return cls(model, device, ckpt.get("metrics", {}))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,25 +29,26 @@ from .data import IGNORE_INDEX, TrainingImage, augmented_view, check_training_im
 from .model import LandmarkTransformer, make_result, resolve_device, save_checkpoint
 
 default_conf = {
-    # model
-    "width": 128,
-    "layers": 4,
-    "heads": 4,
+    # model (CPU-sized; see "cuda" below)
+    "width": 96,
+    "layers": 2,
+    "heads": 2,
     "mlp_ratio": 2,
-    "dropout": 0.1,
-    "fourier_sigma": 3.0,       # init std of the positional Fourier frequencies (per normalised unit)
+    "dropout": 0.0,
+    "fourier_sigma": 10.0,      # init std of the positional Fourier frequencies (per normalised unit)
     # data
     "max_keypoints": 1024,      # keypoints of a validation image (the first ones)
     "train_keypoints": [128, 384],  # range of the number of keypoints of a training view
     "val_fraction": 0.1,        # share of the map images held out for validation
+    "val_every": 2,             # epochs between validations (and at the end)
     # optimisation
     "train_minutes": 8.0,       # time budget (hard stop)
     "epochs": None,             # null: as many as fit in train_minutes
     "max_epochs": 2000,
-    "batch_size": 8,
-    "lr": 1e-3,
+    "batch_size": 4,
+    "lr": 2e-3,
     "weight_decay": 0.05,
-    "warmup_steps": 100,
+    "warmup_steps": 30,
     "label_smoothing": 0.1,
     "background_weight": 0.3,   # loss weight of the background class (landmarks: 1)
     "patience": 40,             # epochs without a better validation accuracy before stopping (null: off)
@@ -54,11 +56,23 @@ default_conf = {
                 "descriptor_noise": 0.03},
     "seed": 0,
     "device": "cpu",            # cpu | cuda | auto (cuda if available)
-    "num_threads": None,        # CPU threads (null: torch's default, at most 8)
-    "cuda": {"width": 256, "layers": 6, "heads": 8, "batch_size": 32},  # overrides on a GPU
+    "num_threads": None,        # CPU threads (null: the idle cores, 1..8, see default_threads)
+    # overrides when training on a GPU: a larger model and views
+    "cuda": {"width": 256, "layers": 4, "heads": 4, "batch_size": 16, "train_keypoints": [256, 1024]},
 }
 
 MODEL_KEYS = ("width", "layers", "heads", "mlp_ratio", "dropout", "fourier_sigma")
+
+
+def default_threads() -> int:
+    """CPU threads for training: the cores not busy with other work (1-minute load average),
+    1..8. Oversubscribed cores make multi-threaded torch many times slower, not faster."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    return int(max(1, min(8, round(cores - busy))))
 
 
 @contextmanager
@@ -66,7 +80,7 @@ def torch_settings(device: torch.device, num_threads: int | None):
     """Thread count and (on CPU) deterministic algorithms for the run; restored afterwards."""
     prev_threads, prev_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.set_num_threads(int(num_threads) if num_threads else min(prev_threads, 8))
+    torch.set_num_threads(int(num_threads) if num_threads else default_threads())
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     try:
@@ -153,11 +167,16 @@ def main(conf: dict, train_images: list[TrainingImage], num_landmarks: int, out_
     """Train a recognizer on ``train_images`` (labels 0..num_landmarks) and write the
     checkpoint (model config, fp16 weights, metrics) to ``out_path``. ``device`` overrides
     ``conf['device']``. Returns the metrics (also stored in the checkpoint)."""
+    unknown = sorted(set(conf or {}) - set(default_conf))
+    if unknown:
+        logger.warning("Recognizer config: unknown key(s) %s ignored (known: see recognition/train.py).",
+                       ", ".join(unknown))
     conf = deep_merge(default_conf, conf or {})
     dev = resolve_device(device if device is not None else conf["device"])
     if dev.type == "cuda":
         conf = deep_merge(conf, conf.get("cuda") or {})
     dim = check_training_images(train_images, num_landmarks)
+    train_images = [im for im in train_images if len(im)]  # images without keypoints teach nothing
     budget = float(conf["train_minutes"]) * 60
     t0 = time.perf_counter()
     with torch_settings(dev, conf["num_threads"]):
@@ -176,8 +195,8 @@ def main(conf: dict, train_images: list[TrainingImage], num_landmarks: int, out_
         fixed_epochs = conf["epochs"] is not None
         epochs = int(conf["epochs"]) if fixed_epochs else int(conf["max_epochs"])
         logger.info("Training the landmark recognizer (%d landmarks, %d parameters) on %d map images "
-                    "(+%d for validation), %s, budget %.1f min.", num_landmarks, model.num_parameters(),
-                    len(train), len(val), dev, budget / 60)
+                    "(+%d for validation), %s (%d threads), budget %.1f min.", num_landmarks,
+                    model.num_parameters(), len(train), len(val), dev, torch.get_num_threads(), budget / 60)
 
         def evaluate_val() -> dict | None:
             if not val:
@@ -185,7 +204,18 @@ def main(conf: dict, train_images: list[TrainingImage], num_landmarks: int, out_
             return evaluate(model, val, num_landmarks, conf["max_keypoints"], dev, batch_size,
                             class_weight, conf["label_smoothing"])
 
-        best, best_state, best_epoch, stale = None, None, 0, 0
+        best: dict = {"score": None, "state": None, "epoch": 0}
+
+        def validate(record: dict) -> None:
+            """Validate, add the metrics to ``record``, keep the best weights so far."""
+            metrics = evaluate_val()
+            if metrics is None:
+                return
+            record |= {"val_loss": metrics["loss"], "val_keypoint_accuracy": metrics["keypoint_accuracy"]}
+            score = (metrics["keypoint_accuracy"], -metrics["loss"])
+            if best["score"] is None or score > best["score"]:
+                best.update(score=score, state=copy.deepcopy(model.state_dict()), epoch=record["epoch"])
+
         history, step, epoch, stop_reason = [], 0, 0, "epochs"
         bar = track(total=epochs, desc="recognizer")
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
@@ -210,18 +240,11 @@ def main(conf: dict, train_images: list[TrainingImage], num_landmarks: int, out_
                 if time.perf_counter() - t0 > budget:
                     break
             epoch += 1
-            elapsed = time.perf_counter() - t0
-            metrics = evaluate_val()
             record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
-            if metrics is not None:
-                record |= {"val_loss": metrics["loss"], "val_keypoint_accuracy": metrics["keypoint_accuracy"]}
-                score = (metrics["keypoint_accuracy"], -metrics["loss"])
-                if best is None or score > best:
-                    best, best_epoch, stale = score, epoch, 0
-                    best_state = copy.deepcopy(model.state_dict())
-                else:
-                    stale += 1
+            if epoch % int(conf["val_every"]) == 0:
+                validate(record)
             history.append(record)
+            elapsed = time.perf_counter() - t0
             if not fixed_epochs:  # fit the schedule to the budget from the mean epoch time so far
                 epochs = max(epoch, min(int(conf["max_epochs"]), int(budget / (elapsed / epoch))))
                 bar.total = epochs
@@ -230,18 +253,20 @@ def main(conf: dict, train_images: list[TrainingImage], num_landmarks: int, out_
             if elapsed > budget:
                 stop_reason = "time budget"
                 break
-            if conf["patience"] and stale >= conf["patience"]:
+            if conf["patience"] and best["score"] is not None and epoch - best["epoch"] >= conf["patience"]:
                 stop_reason = "early stopping"
                 break
         bar.close()
-
-        if best_state is not None:
-            model.load_state_dict(best_state)
+        if history and "val_loss" not in history[-1]:
+            validate(history[-1])
+        if best["state"] is not None:
+            model.load_state_dict(best["state"])
         # Evaluate the weights as stored (fp16).
         model.load_state_dict({k: v.half().float() if v.is_floating_point() else v
                                for k, v in model.state_dict().items()})
         final = evaluate_val()
-        train_eval = evaluate(model, train, num_landmarks, conf["max_keypoints"], dev, batch_size,
+        probe = train[:: max(1, len(train) // 32)]  # train accuracy on <= ~32 images (cost)
+        train_eval = evaluate(model, probe, num_landmarks, conf["max_keypoints"], dev, batch_size,
                               class_weight, conf["label_smoothing"])
     seconds = time.perf_counter() - t0
     out = {
@@ -257,7 +282,7 @@ def main(conf: dict, train_images: list[TrainingImage], num_landmarks: int, out_
         "val_top1_precision": final["top1_precision"] if final else None,
         "val_recall_at_3": final["recall_at_3"] if final else None,
         "epochs": epoch,
-        "best_epoch": best_epoch if best_state is not None else epoch,
+        "best_epoch": best["epoch"] if best["state"] is not None else epoch,
         "steps": step,
         "stop_reason": stop_reason,
         "seconds": round(seconds, 2),

@@ -1,0 +1,193 @@
+"""The landmark recognizer on real 7-Scenes keypoints labelled by the map builder:
+input validation, learning, checkpoint round trip, errors and determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pramloc.errors import PramlocError
+from pramloc.recognition import Recognizer, TrainingImage
+from pramloc.recognition import train as train_mod
+from pramloc.recognition.data import augmented_view, check_training_images, split_train_val
+
+from .conftest import frame
+
+NUM_LANDMARKS = 8
+# A small CPU model and a short, fixed-length run (bit-exact reproducible).
+SMALL = {"width": 64, "layers": 2, "heads": 2, "train_keypoints": [64, 192], "max_keypoints": 512,
+         "batch_size": 4, "epochs": 30, "val_fraction": 0.25, "val_every": 1, "patience": None,
+         "lr": 3e-3, "warmup_steps": 10, "train_minutes": 2, "num_threads": 1, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def kitchen_images(tmp_path_factory, kitchen_root) -> list[TrainingImage]:
+    """16 real map images (every 6th frame), SIFT (512 per image), labelled by the map
+    builder: triangulated with the GT poses, points clustered into 8 landmarks."""
+    from pramloc import build, landmarks, sfm
+    from pramloc import features as features_mod
+    from pramloc.config import load_config
+    from pramloc.datasets import load_dataset
+    from pramloc.io import read_features
+
+    work = tmp_path_factory.mktemp("recognition")
+    split = work / "split.txt"
+    split.write_text("".join(frame(i) + "\n" for i in range(0, 96, 6)))
+    conf = load_config("indoor", ["features.max_keypoints=512", f"landmarks.num_landmarks={NUM_LANDMARKS}",
+                                  "landmarks.min_points_per_landmark=10", "triangulation.num_pairs=5"])
+    scene = load_dataset("7scenes", kitchen_root, split)
+    feat_path = features_mod.main(conf["features"], scene.image_dir, scene.names, work / "features.h5")
+    rec = sfm.triangulate(scene, feat_path, work / "sfm", conf["triangulation"])
+    feats = [read_features(feat_path, n) for n in scene.names]
+    seg = landmarks.build(rec, scene.names, [f["descriptors"] for f in feats], conf["landmarks"])
+    assert len(seg.centers) == NUM_LANDMARKS
+    labels = landmarks.keypoint_labels(seg.tracks, seg.landmark, [len(f["keypoints"]) for f in feats])
+    return build.training_images(feats, scene.names, labels)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, kitchen_images):
+    path = tmp_path_factory.mktemp("recognizer") / "recognizer.pt"
+    metrics = train_mod.main(SMALL, kitchen_images, NUM_LANDMARKS, path)
+    return metrics, path
+
+
+def held_out(images: list[TrainingImage]) -> list[TrainingImage]:
+    return split_train_val(images, SMALL["val_fraction"], SMALL["seed"])[1]
+
+
+def test_training_image_validation(kitchen_images):
+    im = kitchen_images[0]
+    assert im.keypoints.dtype == np.float32 and im.labels.dtype == np.int64 and im.image_size == (640, 480)
+    assert im.labels.max() <= NUM_LANDMARKS and (im.labels > 0).any() and (im.labels == 0).any()
+    kp, desc, lab = im.keypoints, im.descriptors, im.labels
+    with pytest.raises(PramlocError, match=r"'bad'.*keypoints must have shape \(N, 2\)"):
+        TrainingImage("bad", np.zeros((len(kp), 3)), desc, lab, (640, 480))
+    with pytest.raises(PramlocError, match="descriptors must have shape"):
+        TrainingImage("bad", kp, desc[:-1], lab, (640, 480))
+    with pytest.raises(PramlocError, match="labels have shape"):
+        TrainingImage("bad", kp, desc, lab[:-1], (640, 480))
+    with pytest.raises(PramlocError, match="labels must be integers"):
+        TrainingImage("bad", kp, desc, lab.astype(np.float32), (640, 480))
+    with pytest.raises(PramlocError, match="negative label"):
+        TrainingImage("bad", kp, desc, lab - 1, (640, 480))
+    with pytest.raises(PramlocError, match="image_size"):
+        TrainingImage("bad", kp, desc, lab, (640, 0))
+    with pytest.raises(PramlocError, match="out of range for 4 landmarks"):
+        check_training_images(kitchen_images, 4)
+    with pytest.raises(PramlocError, match="all background"):
+        check_training_images([TrainingImage("bg", kp, desc, np.zeros_like(lab), (640, 480))], NUM_LANDMARKS)
+    with pytest.raises(PramlocError, match="no training images"):
+        train_mod.main(SMALL, [], NUM_LANDMARKS, "/tmp/never-written.pt")
+
+
+def test_augmented_view_keeps_labels(kitchen_images):
+    im = kitchen_images[3]
+    rng = np.random.default_rng(0)
+    conf = {**train_mod.default_conf["augment"], "jitter": 0.0, "descriptor_noise": 0.0,
+            "min_keypoints": 64, "max_keypoints": 256}
+    source = {d.tobytes(): label for d, label in zip(im.descriptors, im.labels)}
+    for _ in range(5):
+        v = augmented_view(im, rng, conf, num_keypoints=200)
+        assert 64 <= len(v.xy) <= 200 and v.xy.shape == (len(v.labels), 2)
+        assert np.all(np.abs(v.xy) <= 1.0)  # cropped to the frame (long side = [-1, 1])
+        assert all(source[d.tobytes()] == label for d, label in zip(v.descriptors, v.labels))
+    noisy = augmented_view(im, rng, {**conf, "descriptor_noise": 0.05})
+    assert np.allclose(np.linalg.norm(noisy.descriptors, axis=1), 1, atol=1e-5) and noisy.descriptors.min() >= 0
+
+
+def test_training_learns_real_landmarks(trained, kitchen_images):
+    metrics, path = trained
+    assert path.is_file() and metrics["epochs"] == SMALL["epochs"] and metrics["stop_reason"] == "epochs"
+    assert metrics["num_train_images"] == 12 and metrics["num_val_images"] == 4
+    history = metrics["history"]
+    assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
+    # Held-out images: better than always answering the most frequent landmark.
+    train, val = split_train_val(kitchen_images, SMALL["val_fraction"], SMALL["seed"])
+    counts = np.bincount(np.concatenate([im.labels[im.labels > 0] for im in train]), minlength=NUM_LANDMARKS + 1)
+    val_labels = np.concatenate([im.labels[im.labels > 0] for im in val])
+    chance = float(np.mean(val_labels == counts.argmax()))
+    assert metrics["val_keypoint_accuracy"] > max(2 * chance, 0.4), (metrics["val_keypoint_accuracy"], chance)
+    assert metrics["val_top1_precision"] >= 0.75
+    recognizer = Recognizer.load(path)
+    assert recognizer.num_landmarks == NUM_LANDMARKS
+    assert recognizer.model.num_parameters() == metrics["num_parameters"]
+    assert recognizer.metrics["val_keypoint_accuracy"] == metrics["val_keypoint_accuracy"]
+
+
+def test_reload_gives_identical_outputs(trained, kitchen_images):
+    _, path = trained
+    a, b = Recognizer.load(path), Recognizer.load(path)
+    images = held_out(kitchen_images)
+    im = images[0]
+    ra = a.recognize(im.keypoints, im.descriptors, im.image_size, return_probs=True)
+    rb = b.recognize(im.keypoints, im.descriptors, im.image_size, return_probs=True)
+    assert np.array_equal(ra.labels, rb.labels) and np.array_equal(ra.probs, rb.probs)
+    assert ra.labels.shape == (len(im),) and ra.probs.shape == (len(im), NUM_LANDMARKS + 1)
+    assert np.allclose(ra.probs.sum(1), 1, atol=1e-5) and np.allclose(ra.confidence, ra.probs.max(1))
+    # Votes: per landmark, the summed confidence of its keypoints; ranked by votes.
+    for lm in range(NUM_LANDMARKS):
+        assert ra.votes[lm] == pytest.approx(ra.confidence[ra.labels == lm + 1].sum(), rel=1e-5, abs=1e-6)
+    ranked = ra.ranked()
+    assert len(ranked) and np.all(np.diff(ra.votes[ranked]) <= 0) and np.all(ra.votes[ranked] > 0)
+    # The batched (padded) form agrees with one image at a time.
+    items = [(x.keypoints[: 300 + 50 * i], x.descriptors[: 300 + 50 * i], x.image_size) for i, x in enumerate(images)]
+    for (kp, desc, size), rr in zip(items, a.recognize_batch(items)):
+        single = a.recognize(kp, desc, size)
+        assert np.mean(single.labels == rr.labels) > 0.99
+        assert np.allclose(single.confidence, rr.confidence, atol=1e-4)
+
+
+def test_empty_and_bad_inputs(trained):
+    rec = Recognizer.load(trained[1])
+    empty = rec.recognize(np.zeros((0, 2)), np.zeros((0, 128)), (640, 480))
+    assert empty.labels.shape == (0,) and empty.votes.shape == (NUM_LANDMARKS,) and len(empty.ranked()) == 0
+    kp, desc = np.full((10, 2), 100.0), np.full((10, 128), 128 ** -0.5)
+    with pytest.raises(PramlocError, match=r"keypoints must have shape \(N, 2\), got \(10, 3\)"):
+        rec.recognize(np.zeros((10, 3)), desc, (640, 480))
+    with pytest.raises(PramlocError, match="N = 10 keypoints, got \\(9, 128\\)"):
+        rec.recognize(kp, desc[:9], (640, 480))
+    with pytest.raises(PramlocError, match="dimension 64, the recognizer expects 128"):
+        rec.recognize(kp, desc[:, :64], (640, 480))
+    with pytest.raises(PramlocError, match="image_size must be"):
+        rec.recognize(kp, desc, (640,))
+    with pytest.raises(PramlocError, match="NaN"):
+        rec.recognize(np.where(np.eye(10, 2) > 0, np.nan, kp), desc, (640, 480))
+    with pytest.raises(PramlocError, match="input 1"):
+        rec.recognize_batch([(kp, desc, (640, 480)), (kp, desc[:, :5], (640, 480))])
+
+
+def test_checkpoint_errors(tmp_path, trained):
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(PramlocError, match=f"{missing}: recognizer checkpoint not found"):
+        Recognizer.load(missing)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(trained[1].read_bytes()[:5000])
+    with pytest.raises(PramlocError, match=f"{corrupt}: cannot read recognizer checkpoint"):
+        Recognizer.load(corrupt)
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(PramlocError, match=f"{other}: not a pramloc recognizer checkpoint"):
+        Recognizer.load(other)
+
+
+def test_same_seed_same_weights(tmp_path, kitchen_images):
+    conf = {**SMALL, "epochs": 2}
+    paths = [tmp_path / f"{i}.pt" for i in range(3)]
+    m0 = train_mod.main(conf, kitchen_images, NUM_LANDMARKS, paths[0])
+    m1 = train_mod.main(conf, kitchen_images, NUM_LANDMARKS, paths[1])
+    train_mod.main({**conf, "seed": 1}, kitchen_images, NUM_LANDMARKS, paths[2])
+    s0, s1, s2 = (torch.load(p, weights_only=True)["state_dict"] for p in paths)
+    assert all(torch.equal(s0[k], s1[k]) for k in s0)
+    assert not all(torch.equal(s0[k], s2[k]) for k in s0)
+    assert m0["val_loss"] == m1["val_loss"] and m0["history"] == m1["history"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_training_loads_on_cpu(tmp_path, kitchen_images):
+    path = tmp_path / "cuda.pt"
+    metrics = train_mod.main({**SMALL, "epochs": 2}, kitchen_images, NUM_LANDMARKS, path, device="cuda")
+    assert metrics["device"].startswith("cuda")
+    im = kitchen_images[0]
+    assert Recognizer.load(path).recognize(im.keypoints, im.descriptors, im.image_size).labels.shape == (len(im),)
