@@ -36,6 +36,36 @@ def stage_stats(logs: list[dict]) -> dict:
     return out
 
 
+# Positive of place recognition: camera centre within this distance (m) and viewing
+# direction within 30 degrees (Strecha's map cameras stand metres apart).
+POSITIVE_DISTANCE = {"7scenes-interleaved": 0.5, "7scenes-block": 0.5, "strecha": 3.0}
+
+
+def retrieval_recall(scene: str, logs: list[dict], map_dir: Path) -> dict:
+    """VLAD recall@1/5/10 of the fallback from the map images it retrieved per query."""
+    from pramloc.datasets import load_dataset
+    from pramloc.evaluate import retrieval_recall as recall
+    from pramloc.mapio import load_map
+
+    kind, root, _, qsplit, _ = SCENES[scene]
+    gt = {im.name: im.pose for im in load_dataset(kind, root, qsplit).images}
+    m = load_map(map_dir)
+    d = POSITIVE_DISTANCE.get(scene, 0.5)
+    retrieved = {r["name"]: r["retrieved"] for r in logs}
+    return {**recall(retrieved, gt, dict(zip(m.image_names, m.poses)), max_distance=d, max_angle=30.0),
+            "max_distance": d, "max_angle": 30.0}
+
+
+def add_retrieval_recall(scene: str) -> dict:
+    """Add the retrieval recall to an existing localize_<scene>.json from its logs."""
+    path = OUT / f"localize_{scene}.json"
+    report = json.loads(path.read_text())
+    logs = [json.loads(l) for l in (OUT / "results" / f"{scene}_retrieval_log.jsonl").read_text().splitlines()]
+    report["retrieval_recall"] = retrieval_recall(scene, logs, OUT / "maps" / scene)
+    path.write_text(json.dumps(report, indent=2))
+    return report["retrieval_recall"]
+
+
 def run(scene: str, modes: list[str], device: str | None, map_dir: Path | None = None) -> dict:
     import torch
 
@@ -80,6 +110,8 @@ def run(scene: str, modes: list[str], device: str | None, map_dir: Path | None =
             "median_rotation_deg": round(ev["median_rotation_deg"], 3),
             "failed": len(ev["missing"]), "paths": paths, "time": stage_stats(logs[m]),
         }
+    if "retrieval" in modes:
+        report["retrieval_recall"] = retrieval_recall(scene, logs["retrieval"], map_dir)
     if "recognition" in modes and "retrieval" in modes:
         t = report["modes"]
         report["speedup_recognition_vs_retrieval"] = {

@@ -60,10 +60,10 @@ def recognition_table(recs):
     return lines
 
 
-def localize_table(locs):
+def localize_table(locs, builds):
     lines = ["### Localization", "",
-             "| scene | mode | 5cm,5° | 25cm,2° | 50cm,5° | 5m,10° | median cm | median ° | failed | paths (recog./retr.) | features ms | recognition ms | retrieval ms | matching ms | PnP ms | refinement ms | total ms (median / p90) | w/o features ms |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| scene | mode | 5cm,5° | 25cm,2° | 50cm,5° | 5m,10° | median cm | median ° | failed | paths (recog./retr.) | features ms | recognition ms | retrieval ms | matching ms | PnP ms | refinement ms | total ms (median / p90) | w/o features ms | map MB | build s | build peak MB |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for s, r in locs.items():
         for mode, m in r["modes"].items():
             rc = list(m["recall"].values())
@@ -73,7 +73,14 @@ def localize_table(locs):
                 f" | {m['median_translation_cm']:.2f} | {m['median_rotation_deg']:.2f} | {m['failed']}/{r['queries']} | "
                 f"{m['paths']['recognition']}/{m['paths']['retrieval']} | " +
                 " | ".join(f"{t[k]['median_ms']:.0f}" for k in ("features", "recognition", "retrieval", "matching", "pnp", "refinement")) +
-                f" | {t['total']['median_ms']:.0f} / {t['total']['p90_ms']:.0f} | {t['total_without_features']['median_ms']:.0f} |")
+                f" | {t['total']['median_ms']:.0f} / {t['total']['p90_ms']:.0f} | {t['total_without_features']['median_ms']:.0f} | "
+                + (f"{mb(builds[s]['map_total_bytes'])} | {builds[s]['wall_s']:.0f} | {builds[s]['peak_memory_mb']:.0f} |"
+                   if s in builds else "- | - | - |"))
+        rr = r.get("retrieval_recall")
+        if rr:
+            lines.append(f"| {s} | VLAD retrieval recall@1/5/10 (positive: centre within {rr['max_distance']} m, "
+                         f"view within {rr['max_angle']}°) | {100 * rr['recall@1']:.1f}% | {100 * rr['recall@5']:.1f}% | "
+                         f"{100 * rr['recall@10']:.1f}% |" + " |" * 16)
     sp = [(s, r["speedup_recognition_vs_retrieval"]) for s, r in locs.items() if "speedup_recognition_vs_retrieval" in r]
     if sp:
         lines += ["", "Speed-up of `recognition` over `retrieval` (median per query, same queries, same run): " +
@@ -82,8 +89,21 @@ def localize_table(locs):
     return lines
 
 
+def soak_table(soaks):
+    lines = ["### Long run (1000 queries, one Localizer)", "",
+             "| scene | mode | queries | localized | wall s | RSS first / last / max MB | queries/s first half / second half |",
+             "|---|---|---|---|---|---|---|"]
+    for s, r in soaks.items():
+        lines.append(f"| {s} | {r['mode']} | {r['queries']} | {r['localized']} | {r['wall_s']} | "
+                     f"{r['rss_first_mb']:.0f} / {r['rss_last_mb']:.0f} / {r['rss_max_mb']:.0f} | "
+                     f"{r['qps_first_half']} / {r['qps_second_half']} |")
+    lines += ["", "RSS every 50 queries: " + "; ".join(
+        f"{s}: " + " ".join(f"{x['rss_mb']:.0f}" for x in r["samples"]) for s, r in soaks.items())]
+    return lines
+
+
 def main() -> Path:
-    builds, recs, locs = _load("build"), _load("recognition"), _load("localize")
+    builds, recs, locs, soaks = _load("build"), _load("recognition"), _load("localize"), _load("soak")
     any_r = next(iter({**builds, **recs, **locs}.values()), {})
     lines = [BEGIN, "",
              f"Machine: {any_r.get('machine', '?')}. Date: {any_r.get('date', '?')}. Commit: {any_r.get('commit', '?')}.",
@@ -93,7 +113,9 @@ def main() -> Path:
     if recs:
         lines += recognition_table(recs) + [""]
     if locs:
-        lines += localize_table(locs) + [""]
+        lines += localize_table(locs, builds) + [""]
+    if soaks:
+        lines += soak_table(soaks) + [""]
     lines.append(END)
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n" + BEGIN + "\n" + END + "\n"
     head, _, rest = text.partition(BEGIN)

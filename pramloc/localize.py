@@ -34,13 +34,13 @@ MODES = ("recognition", "retrieval", "auto")
 
 DEFAULT_CONF = {
     "min_inliers": 30,          # accept a pose with at least this many PnP inliers
-    "ransac_max_error": 8.0,    # px
+    "ransac_max_error": 4.0,    # px at the feature-extraction resolution (scaled for larger images)
     "ratio": 0.9,               # ratio test of the 2D-3D matching
     "recognition_keypoints": 1024,  # keypoints labelled by the recognizer (the strongest)
     "max_landmarks": 6,         # recognized landmarks matched, best voted first
     "min_votes": 3.0,           # below: recognition is unsure -> fallback (auto)
     "confident_inliers": 100,   # auto: below, retrieval is tried too and the pose with more inliers wins
-    "refine_radius": 12.0,      # px, search radius of the matching by projection
+    "refine_radius": 12.0,      # px (as above), search radius of the matching by projection
     "covisible_images": 5,      # map images whose points join the refinement
     "seed": 0,
 }
@@ -94,7 +94,7 @@ class Localizer:
             raise PramlocError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
         self.map = map_path if isinstance(map_path, LandmarkMap) else load_map(map_path)
         mconf = self.map.manifest.get("config", {})
-        self.conf = deep_merge(deep_merge(DEFAULT_CONF, mconf.get("localization", {})), conf or {})
+        self.conf = deep_merge(DEFAULT_CONF, conf or {})
         self.feature_conf = self.map.manifest["feature"]
         self.retrieval_conf = mconf.get("retrieval", {"top_k": 10})
         self.mode = mode
@@ -126,15 +126,15 @@ class Localizer:
         m = m.cpu().numpy()
         return np.stack([q_idx[m[:, 0]], pts[m[:, 1]]], 1) if len(m) else np.zeros((0, 2), np.int64)
 
-    def _register(self, matches: np.ndarray, kps: np.ndarray, camera: Camera) -> PoseEstimate | None:
+    def _register(self, matches: np.ndarray, kps: np.ndarray, camera: Camera, px: float) -> PoseEstimate | None:
         c = self.conf
         if len(matches) < 4:
             return None
         return estimate_pose(kps[matches[:, 0]], self.map.xyz[matches[:, 1]].astype(np.float64), camera,
-                             c["ransac_max_error"], c["min_inliers"], seed=c["seed"])
+                             c["ransac_max_error"] * px, c["min_inliers"], seed=c["seed"])
 
     def _refine(self, est: PoseEstimate, matches: np.ndarray, kps, desc_np, camera, seed_points: np.ndarray,
-                times: dict) -> PoseEstimate:
+                times: dict, px: float) -> PoseEstimate:
         """Re-match by projection against ``seed_points`` and the points of the map images
         co-visible with the inliers, then re-estimate; keeps the better pose."""
         c = self.conf
@@ -147,11 +147,11 @@ class Localizer:
             covis = covis[counts[covis] > 0]
             pts = np.unique(np.concatenate([seed_points] + [self.map.image_point_ids(i) for i in covis]))
             refined = refine_by_projection(est, camera, kps, desc_np, self.map.xyz[pts].astype(np.float64),
-                                           self.map.descriptors[pts], c["refine_radius"], c["ratio"],
-                                           c["ransac_max_error"], c["min_inliers"], seed=c["seed"])
+                                           self.map.descriptors[pts], c["refine_radius"] * px, c["ratio"],
+                                           c["ransac_max_error"] * px, c["min_inliers"], seed=c["seed"])
         return refined if refined is not None else est
 
-    def _recognition_path(self, kps, desc, desc_np, size, camera, res: QueryResult):
+    def _recognition_path(self, kps, desc, desc_np, size, camera, res: QueryResult, px: float):
         c, times = self.conf, res.times
         with _Timer(times, "recognition"):
             # The strongest keypoints only (features are sorted by score): attention cost
@@ -173,12 +173,12 @@ class Localizer:
             matches = self._match(q_idx, desc, pts, allowed)
         res.num_matches = len(matches)
         with _Timer(times, "pnp"):
-            est = self._register(matches, kps, camera)
+            est = self._register(matches, kps, camera, px)
         if est is None:
             return None, f"registration failed ({len(matches)} matches)"
-        return self._refine(est, matches, kps, desc_np, camera, pts, times), ""
+        return self._refine(est, matches, kps, desc_np, camera, pts, times, px), ""
 
-    def _retrieval_path(self, kps, desc, desc_np, camera, res: QueryResult):
+    def _retrieval_path(self, kps, desc, desc_np, camera, res: QueryResult, px: float):
         times = res.times
         with _Timer(times, "retrieval"):
             idx, _ = self.index.search(self.index.vlad(desc_np), self.retrieval_conf.get("top_k", 10))
@@ -188,10 +188,10 @@ class Localizer:
             matches = self._match(np.arange(len(kps)), desc, pts)
         res.num_matches = len(matches)
         with _Timer(times, "pnp"):
-            est = self._register(matches, kps, camera)
+            est = self._register(matches, kps, camera, px)
         if est is None:
             return None, f"registration failed ({len(matches)} matches)"
-        return self._refine(est, matches, kps, desc_np, camera, pts, times), ""
+        return self._refine(est, matches, kps, desc_np, camera, pts, times, px), ""
 
     # ------------------------------------------------------------------ public
 
@@ -218,16 +218,19 @@ class Localizer:
                 return res
             desc = torch.from_numpy(desc_np).to(self.device)
             size = tuple(int(v) for v in f["image_size"])
+            # Pixel thresholds are set at the extraction resolution: scale them up for images
+            # that were downscaled for extraction (e.g. 3072 px photos at max_side 1024).
+            px = max(1.0, max(size) / (self.feature_conf.get("max_side") or max(size)))
             est, reason = None, ""
             if self.recognizer is not None and self.mode != "retrieval":
-                est, reason = self._recognition_path(kps, desc, desc_np, size, camera, res)
+                est, reason = self._recognition_path(kps, desc, desc_np, size, camera, res, px)
                 if est is not None:
                     res.path = "recognition"
             unsure = est is None or est.num_inliers < self.conf["confident_inliers"]
             if unsure and self.mode != "recognition":
                 if est is not None:
                     reason = f"recognition pose has only {est.num_inliers} inliers"
-                fallback, reason2 = self._retrieval_path(kps, desc, desc_np, camera, res)
+                fallback, reason2 = self._retrieval_path(kps, desc, desc_np, camera, res, px)
                 reason = "; ".join(r for r in (reason, reason2) if r)
                 if fallback is not None and (est is None or fallback.num_inliers > est.num_inliers):
                     est, res.path = fallback, "retrieval"

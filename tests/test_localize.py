@@ -108,3 +108,30 @@ def test_query_errors(kitchen_map, tmp_path):
     qlist.write_text(f"a.jpg {CAM}\n")
     res = run(["localize", bad, "--images", tmp_path, "--queries", qlist, "--out", tmp_path / "o.txt"], ok=False)
     assert res.exit_code == 2 and "format version 0 is not supported" in res.output
+
+
+@pytest.fixture(scope="module")
+def kitchen_map_trained(tmp_path_factory, kitchen_root, kitchen_split):
+    """The small real map with a recognizer trained for a few seconds."""
+    from pramloc import build
+    from pramloc.config import load_config
+
+    out = tmp_path_factory.mktemp("maps") / "kitchen_rec"
+    conf = load_config("indoor", ["landmarks.num_landmarks=8", "landmarks.min_points_per_landmark=10",
+                                  "triangulation.num_pairs=5", "recognizer.train_minutes=0.3"])
+    build.main(conf, load_dataset("7scenes", kitchen_root, kitchen_split), out)
+    return out
+
+
+def test_recognition_and_auto_modes(kitchen_map_trained, queries):
+    ims, scene = queries
+    rec_loc, auto_loc = Localizer(kitchen_map_trained, "recognition"), Localizer(kitchen_map_trained, "auto")
+    for im in ims:
+        r = rec_loc.localize(scene.path(im.name), im.camera, im.name)
+        assert r.path == "recognition", r.reason
+        assert len(r.landmarks) > 0 and r.votes == sorted(r.votes, reverse=True)
+        assert "retrieval" not in r.times and r.times["recognition"] > 0
+        t, R = pose_errors(r.pose, im.pose)
+        assert t < 0.05 and R < 2.0, (im.name, t, R)
+        a = auto_loc.localize(scene.path(im.name), im.camera, im.name)
+        assert a.path in ("recognition", "retrieval") and pose_errors(a.pose, im.pose)[0] < 0.05
