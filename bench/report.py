@@ -54,7 +54,7 @@ def recognition_table(recs):
     for s, r in recs.items():
         rc = r.get("recognizer", {})
         inf = r["inference_ms"]
-        lines.append(f"| {s} | {rc.get('parameters', '?')} | {r['checkpoint_bytes'] / 1e6:.2f} | "
+        lines.append(f"| {s} | {rc.get('num_parameters', '?')} | {r['checkpoint_bytes'] / 1e6:.2f} | "
                      f"{rc.get('seconds', '?')} | {rc.get('epochs', '?')} | "
                      f"{inf.get('500', inf.get(500))} / {inf.get('1024', inf.get(1024))} / {inf.get('2048', inf.get(2048))} |")
     return lines

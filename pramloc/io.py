@@ -21,16 +21,21 @@ from .errors import PramlocError
 from .geometry import CAMERA_MODELS, Camera, Pose
 
 
-def _read_lines(path: Path) -> list[tuple[int, str]]:
+def read_text(path: Path) -> str:
+    """The whole UTF-8 text of ``path``, or a PramlocError naming it."""
     path = Path(path)
     if not path.is_file():
         raise PramlocError(f"{path}: file not found")
     try:
-        text = path.read_bytes().decode("utf-8")
+        return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
         raise PramlocError(f"{path}: not a UTF-8 text file") from None
     except OSError as err:
         raise PramlocError(f"{path}: cannot read file ({err.strerror or err})") from None
+
+
+def _read_lines(path: Path) -> list[tuple[int, str]]:
+    text = read_text(path)
     out = []
     for i, line in enumerate(text.splitlines(), 1):
         line = line.strip()

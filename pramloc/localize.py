@@ -34,7 +34,8 @@ MODES = ("recognition", "retrieval", "auto")
 
 DEFAULT_CONF = {
     "min_inliers": 30,          # accept a pose with at least this many PnP inliers
-    "ransac_max_error": 4.0,    # px at the feature-extraction resolution (scaled for larger images)
+    "ransac_max_error": 8.0,    # px at the feature-extraction resolution (scaled for larger images)
+    "refine_max_error": 4.0,    # px (as above), RANSAC threshold of the refined pose
     "ratio": 0.9,               # ratio test of the 2D-3D matching
     "recognition_keypoints": 1024,  # keypoints labelled by the recognizer (the strongest)
     "max_landmarks": 6,         # recognized landmarks matched, best voted first
@@ -126,6 +127,16 @@ class Localizer:
         m = m.cpu().numpy()
         return np.stack([q_idx[m[:, 0]], pts[m[:, 1]]], 1) if len(m) else np.zeros((0, 2), np.int64)
 
+    def _register_and_refine(self, matches, pts, kps, desc_np, camera, res: QueryResult, px: float):
+        """PnP + RANSAC on ``matches``, then refinement against ``pts`` and co-visible points.
+        Returns (estimate or None, failure reason)."""
+        res.num_matches = len(matches)
+        with _Timer(res.times, "pnp"):
+            est = self._register(matches, kps, camera, px)
+        if est is None:
+            return None, f"registration failed ({len(matches)} matches)"
+        return self._refine(est, matches, kps, desc_np, camera, pts, res.times, px), ""
+
     def _register(self, matches: np.ndarray, kps: np.ndarray, camera: Camera, px: float) -> PoseEstimate | None:
         c = self.conf
         if len(matches) < 4:
@@ -136,7 +147,7 @@ class Localizer:
     def _refine(self, est: PoseEstimate, matches: np.ndarray, kps, desc_np, camera, seed_points: np.ndarray,
                 times: dict, px: float) -> PoseEstimate:
         """Re-match by projection against ``seed_points`` and the points of the map images
-        co-visible with the inliers, then re-estimate; keeps the better pose."""
+        co-visible with the inliers, then re-estimate (the first pose is kept if that fails)."""
         c = self.conf
         with _Timer(times, "refinement"):
             inl_pts = matches[est.inlier_mask, 1]
@@ -146,9 +157,11 @@ class Localizer:
             covis = np.argsort(-counts, kind="stable")[: c["covisible_images"]]
             covis = covis[counts[covis] > 0]
             pts = np.unique(np.concatenate([seed_points] + [self.map.image_point_ids(i) for i in covis]))
-            refined = refine_by_projection(est, camera, kps, desc_np, self.map.xyz[pts].astype(np.float64),
+            # A tighter RANSAC threshold than the first estimate's: the projection-guided
+            # matches are many and clean, and the final pose gains from the precision.
+            refined = refine_by_projection(est.pose, camera, kps, desc_np, self.map.xyz[pts].astype(np.float64),
                                            self.map.descriptors[pts], c["refine_radius"] * px, c["ratio"],
-                                           c["ransac_max_error"] * px, c["min_inliers"], seed=c["seed"])
+                                           c["refine_max_error"] * px, c["min_inliers"], seed=c["seed"])
         return refined if refined is not None else est
 
     def _recognition_path(self, kps, desc, desc_np, size, camera, res: QueryResult, px: float):
@@ -171,12 +184,7 @@ class Localizer:
             pts = np.concatenate([np.arange(self._offsets[l], self._offsets[l + 1]) for l in top])
             allowed = torch.from_numpy(rec.labels[q_idx][:, None] - 1 == self.map.point_landmark[pts][None, :])
             matches = self._match(q_idx, desc, pts, allowed)
-        res.num_matches = len(matches)
-        with _Timer(times, "pnp"):
-            est = self._register(matches, kps, camera, px)
-        if est is None:
-            return None, f"registration failed ({len(matches)} matches)"
-        return self._refine(est, matches, kps, desc_np, camera, pts, times, px), ""
+        return self._register_and_refine(matches, pts, kps, desc_np, camera, res, px)
 
     def _retrieval_path(self, kps, desc, desc_np, camera, res: QueryResult, px: float):
         times = res.times
@@ -186,12 +194,7 @@ class Localizer:
             pts = np.unique(np.concatenate([self.map.image_point_ids(i) for i in idx]))
         with _Timer(times, "matching"):
             matches = self._match(np.arange(len(kps)), desc, pts)
-        res.num_matches = len(matches)
-        with _Timer(times, "pnp"):
-            est = self._register(matches, kps, camera, px)
-        if est is None:
-            return None, f"registration failed ({len(matches)} matches)"
-        return self._refine(est, matches, kps, desc_np, camera, pts, times, px), ""
+        return self._register_and_refine(matches, pts, kps, desc_np, camera, res, px)
 
     # ------------------------------------------------------------------ public
 

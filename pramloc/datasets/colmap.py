@@ -75,12 +75,9 @@ def _floats(toks: list[str]) -> list[float] | None:
 
 def _text_lines(path: Path) -> list[str]:
     """Raw lines as C++ ``std::getline`` sees them (the blank POINTS2D lines matter)."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise PramlocError(f"{path}: not a UTF-8 text file") from None
-    except OSError as err:
-        raise PramlocError(f"{path}: cannot read file ({err.strerror or err})") from None
+    from ..io import read_text
+
+    text = read_text(path)
     if "\0" in text:
         raise PramlocError(f"{path}: not a text file (contains NUL bytes)")
     lines = text.split("\n")
