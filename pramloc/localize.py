@@ -110,7 +110,11 @@ class Localizer:
             else:
                 from .recognition import Recognizer
 
-                self.recognizer = Recognizer.load(self.map.recognizer_path, device=str(self.device))
+                from .mapio import RECOGNIZER, read_part
+
+                # Read through the manifest the map was loaded with: never a newer map's model.
+                self.recognizer = Recognizer.load(self.map.recognizer_path, device=str(self.device),
+                                                  data=read_part(self.map, RECOGNIZER))
         self.index = retrieval_index(self.map) if mode != "recognition" else None
         self.descriptors = torch.from_numpy(self.map.descriptors).to(self.device)
         self._offsets = self.map.landmark_offsets

@@ -202,12 +202,15 @@ class Recognizer:
         return save_checkpoint(self.model, path, metrics if metrics is not None else self.metrics)
 
     @classmethod
-    def load(cls, path: Path, device: str | None = None) -> "Recognizer":
+    def load(cls, path: Path, device: str | None = None, data: bytes | None = None) -> "Recognizer":
+        """Load a checkpoint file, or its ``data`` already read (``path`` then names it in errors)."""
+        import io
+
         path = Path(path)
-        if not path.is_file():
+        if data is None and not path.is_file():
             raise PramlocError(f"{path}: recognizer checkpoint not found")
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            ckpt = torch.load(io.BytesIO(data) if data is not None else path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises many types for bad files
             raise PramlocError(f"{path}: cannot read recognizer checkpoint (corrupt or not a torch file: "
                                f"{str(err).splitlines()[0][:120]})") from None
