@@ -117,7 +117,10 @@ class Localizer:
                                                   data=read_part(self.map, RECOGNIZER))
         self.index = retrieval_index(self.map) if mode != "recognition" else None
         self.descriptors = torch.from_numpy(self.map.descriptors).to(self.device)
+        self._xyz = self.map.xyz.astype(np.float64)
         self._offsets = self.map.landmark_offsets
+        # Map image of each stored observation (for the co-visible images of a pose).
+        self._obs_image = np.repeat(np.arange(len(self.map.image_names)), np.diff(self.map.image_offsets))
 
     # ------------------------------------------------------------------ stages
 
@@ -145,7 +148,7 @@ class Localizer:
         c = self.conf
         if len(matches) < 4:
             return None
-        return estimate_pose(kps[matches[:, 0]], self.map.xyz[matches[:, 1]].astype(np.float64), camera,
+        return estimate_pose(kps[matches[:, 0]], self._xyz[matches[:, 1]], camera,
                              c["ransac_max_error"] * px, c["min_inliers"], seed=c["seed"])
 
     def _refine(self, est: PoseEstimate, matches: np.ndarray, kps, desc_np, camera, seed_points: np.ndarray,
@@ -154,16 +157,14 @@ class Localizer:
         co-visible with the inliers, then re-estimate (the first pose is kept if that fails)."""
         c = self.conf
         with _Timer(times, "refinement"):
-            inl_pts = matches[est.inlier_mask, 1]
-            img_of_obs = np.repeat(np.arange(len(self.map.image_names)), np.diff(self.map.image_offsets))
-            seen = np.isin(self.map.image_points, inl_pts)
-            counts = np.bincount(img_of_obs[seen], minlength=len(self.map.image_names))
+            seen = np.isin(self.map.image_points, matches[est.inlier_mask, 1])
+            counts = np.bincount(self._obs_image[seen], minlength=len(self.map.image_names))
             covis = np.argsort(-counts, kind="stable")[: c["covisible_images"]]
             covis = covis[counts[covis] > 0]
             pts = np.unique(np.concatenate([seed_points] + [self.map.image_point_ids(i) for i in covis]))
             # A tighter RANSAC threshold than the first estimate's: the projection-guided
             # matches are many and clean, and the final pose gains from the precision.
-            refined = refine_by_projection(est.pose, camera, kps, desc_np, self.map.xyz[pts].astype(np.float64),
+            refined = refine_by_projection(est.pose, camera, kps, desc_np, self._xyz[pts],
                                            self.map.descriptors[pts], c["refine_radius"] * px, c["ratio"],
                                            c["refine_max_error"] * px, c["min_inliers"], seed=c["seed"])
         return refined if refined is not None else est

@@ -49,11 +49,6 @@ def exhaustive_pairs(names: list[str]) -> list[tuple[str, str]]:
     return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
 
 
-def match_descriptors(d0: np.ndarray, d1: np.ndarray, ratio: float = 0.9) -> np.ndarray:
-    """Mutual nearest neighbours with a ratio test: (N,D), (M,D) -> (K, 2) indices."""
-    return match(d0, d1, ratio=ratio, mutual=True)[0]
-
-
 def _fundamental(cam0: Camera, pose0: Pose, cam1: Camera, pose1: Pose) -> np.ndarray:
     R = pose1.R @ pose0.R.T
     t = pose1.tvec - R @ pose0.tvec
@@ -95,10 +90,10 @@ def _write_database(db_path: Path, scene: Scene, features: Path, rec: pycolmap.R
                 db.write_frame(frame, use_frame_id=True)
             images = {im.name: im for im in rec.images.values()}
         for i, name in enumerate(scene.names, 1):
-            kps = read_features(features, name)["keypoints"].astype(np.float32) + 0.5
+            f = read_features(features, name)
+            kps = f["keypoints"].astype(np.float32) + 0.5
             if rec is None:  # unknown intrinsics: one SIMPLE_RADIAL camera per image
-                h5_size = read_features(features, name)["image_size"]
-                w, h = int(h5_size[0]), int(h5_size[1])
+                w, h = int(f["image_size"][0]), int(f["image_size"][1])
                 f = 1.2 * max(w, h)
                 cam = pycolmap.Camera(model="SIMPLE_RADIAL", width=w, height=h,
                                       params=[f, w / 2, h / 2, 0.0], camera_id=i)
@@ -149,7 +144,7 @@ def _match_pairs(scene: Scene, features: Path, pairs: list[tuple[str, str]], rat
     out = {}
     for a, b in track(pairs, desc="matching"):
         fa, fb = feats(a), feats(b)
-        m = match_descriptors(fa["descriptors"], fb["descriptors"], ratio)
+        m = match(fa["descriptors"], fb["descriptors"], ratio=ratio, mutual=True)[0]
         if known_poses and len(m):
             F = _fundamental(scene[a].camera, scene[a].pose, scene[b].camera, scene[b].pose)
             err = sampson_error(F, fa["keypoints"][m[:, 0]] + 0.5, fb["keypoints"][m[:, 1]] + 0.5)
