@@ -4,10 +4,14 @@ Ground truth (per query, from its true pose): the map's 3D points (the full tria
 model of the build cache, each point labelled with its nearest landmark centre; the
 stored map points if no cache) are projected; a point hidden behind a nearer point in
 the same 8x8 px cell (depth more than 10% larger) is occluded; a query keypoint within
-3 px of a visible projected point carries that point's landmark; a landmark is visible
-when at least 10 of its points project into the image.
+3 px of a visible projected point carries that point's landmark (the same labelling as
+the recognizer's training labels, :func:`pramloc.landmarks.projected_labels`); a landmark
+is visible when at least 10 of its points project into the image.
 
-Metrics: keypoint accuracy on labelled keypoints, top-1 precision (most-voted landmark
+The recognizer and the baselines see what the localizer gives the recognizer: the
+strongest ``recognition_keypoints`` (1024) keypoints of each query.
+
+Metrics: keypoint accuracy on labelled keypoints, top-1 precision (top-ranked landmark
 visible), dominant-landmark recall@1/3/5, for the recognizer and two baselines:
 ``prior`` (landmarks ranked by the number of map images seeing them) and ``nn-vote``
 (each keypoint's nearest map-point descriptor, ratio 0.9, votes for its landmark).
@@ -48,26 +52,12 @@ def gt_points(map_dir: Path, m) -> tuple[np.ndarray, np.ndarray]:
     return xyz, d.argmin(1)
 
 
-def ground_truth(camera, pose, xyz, lm, kps, num_landmarks, cell=8, radius=3.0):
-    from scipy.spatial import cKDTree
+def ground_truth(camera, pose, xyz, lm, kps, num_landmarks):
+    """Query keypoint labels (N,) and visible points per landmark (L,): the projection of
+    the map's points with the true pose (the builder's own dense training labels)."""
+    from pramloc.landmarks import projected_labels
 
-    from pramloc.geometry import project
-
-    uv, z = project(camera, pose, xyz)
-    inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 1] >= 0) & (uv[:, 0] < camera.width) & (uv[:, 1] < camera.height)
-    uv, z, lmi = uv[inside], z[inside], lm[inside]
-    cells = (uv[:, 1] // cell).astype(np.int64) * (camera.width // cell + 1) + (uv[:, 0] // cell).astype(np.int64)
-    zmin = np.full(cells.max() + 1 if len(cells) else 1, np.inf)
-    np.minimum.at(zmin, cells, z)
-    vis = z <= zmin[cells] * 1.1
-    uv, lmi = uv[vis], lmi[vis]
-    counts = np.bincount(lmi, minlength=num_landmarks)
-    labels = np.zeros(len(kps), np.int64)
-    if len(uv):
-        dist, j = cKDTree(uv).query(kps, distance_upper_bound=radius)
-        ok = np.isfinite(dist)
-        labels[ok] = lmi[j[ok]] + 1
-    return labels, counts
+    return projected_labels(camera, pose, xyz, lm, kps, num_landmarks, radius=3.0, cell=8)
 
 
 def ranking_metrics(ranked: np.ndarray, counts: np.ndarray) -> dict:
@@ -82,6 +72,7 @@ def run(scene: str, map_dir: Path | None = None) -> dict:
 
     from pramloc.datasets import load_dataset
     from pramloc.features import extract_path
+    from pramloc.localize import DEFAULT_CONF
     from pramloc.mapio import load_map
     from pramloc.matching import match
     from pramloc.recognition import Recognizer
@@ -98,8 +89,10 @@ def run(scene: str, map_dir: Path | None = None) -> dict:
     queries = load_dataset(kind, root, qsplit)
     rows = {"recognizer": [], "prior": [], "nn-vote": []}
     kp_correct = {"recognizer": [0, 0], "nn-vote": [0, 0]}
+    n = DEFAULT_CONF["recognition_keypoints"]  # as the localizer: the strongest keypoints
     for im in queries.images:
         f = extract_path(queries.path(im.name), m.manifest["feature"])
+        f = {**f, "keypoints": f["keypoints"][:n], "descriptors": f["descriptors"][:n]}
         labels, counts = ground_truth(im.camera, im.pose, xyz, lm, f["keypoints"].astype(np.float64), L)
         if counts.max() < 10:
             continue

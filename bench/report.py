@@ -41,7 +41,7 @@ def build_table(builds):
 
 
 def recognition_table(recs):
-    lines = ["### Recognition (queries never seen in training)", "",
+    lines = ["### Recognition (queries never seen in training; their strongest 1024 keypoints, as the localizer)", "",
              "| scene | landmarks | queries | method | keypoint acc. | top-1 precision | dominant r@1 | r@3 | r@5 |",
              "|---|---|---|---|---|---|---|---|---|"]
     for s, r in recs.items():
@@ -49,13 +49,13 @@ def recognition_table(recs):
             ka = f"{100 * m['keypoint_accuracy']:.1f}%" if "keypoint_accuracy" in m else "-"
             lines.append(f"| {s} | {r['landmarks']} | {r['queries_evaluated']} | {name} | {ka} | "
                          f"{100 * m['top1']:.1f}% | {100 * m['r@1']:.1f}% | {100 * m['r@3']:.1f}% | {100 * m['r@5']:.1f}% |")
-    lines += ["", "| scene | parameters | checkpoint MB | training s | epochs | inference ms @500 / 1024 / 2048 kp |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| scene | parameters | checkpoint MB | training s | threads | epochs | inference ms @500 / 1024 / 2048 kp |",
+              "|---|---|---|---|---|---|---|"]
     for s, r in recs.items():
         rc = r.get("recognizer", {})
         inf = r["inference_ms"]
         lines.append(f"| {s} | {rc.get('num_parameters', '?')} | {r['checkpoint_bytes'] / 1e6:.2f} | "
-                     f"{rc.get('seconds', '?')} | {rc.get('epochs', '?')} | "
+                     f"{rc.get('seconds', '?')} | {rc.get('num_threads', '?')} | {rc.get('epochs', '?')} | "
                      f"{inf.get('500', inf.get(500))} / {inf.get('1024', inf.get(1024))} / {inf.get('2048', inf.get(2048))} |")
     return lines
 

@@ -122,13 +122,15 @@ def assemble(scene: Scene, seg: landmarks.LandmarkSegmentation, feats: list[dict
     return m, kp_xy
 
 
-def training_images(feats: list[dict], names: list[str], labels: list[np.ndarray]):
-    """Recognizer training data: every keypoint of every map image with its label."""
+def training_images(feats: list[dict], names: list[str], sup: "landmarks.TrainingLabels"):
+    """Recognizer training data: every keypoint of every map image with its label, and the
+    map points visible in the image."""
     from .recognition.data import TrainingImage
 
     return [TrainingImage(name=n, keypoints=f["keypoints"], descriptors=f["descriptors"], labels=lab,
-                          image_size=(int(f["image_size"][0]), int(f["image_size"][1])))
-            for n, f, lab in zip(names, feats, labels)]
+                          image_size=(int(f["image_size"][0]), int(f["image_size"][1])),
+                          points_xy=pxy, points_landmark=plm)
+            for n, f, lab, pxy, plm in zip(names, feats, sup.labels, sup.points_xy, sup.points_landmark)]
 
 
 def main(conf: dict, scene: Scene, out: Path, overwrite: bool = False, train: bool = True,
@@ -210,9 +212,11 @@ def main(conf: dict, scene: Scene, out: Path, overwrite: bool = False, train: bo
             with timer("recognizer"):
                 from .recognition import train as train_mod
 
-                labels = landmarks.keypoint_labels(seg.tracks, seg.landmark, [len(f["keypoints"]) for f in feats])
+                sup = landmarks.training_labels(seg.tracks, seg.landmark, m.num_landmarks,
+                                                [f["keypoints"] for f in feats],
+                                                [im.camera for im in scene.images], [im.pose for im in scene.images])
                 extra["recognizer"] = train_mod.main(
-                    conf["recognizer"], training_images(feats, scene.names, labels),
+                    conf["recognizer"], training_images(feats, scene.names, sup),
                     m.num_landmarks, staging / mapio.RECOGNIZER, device=device)
         extra.update(timings=timer.times, peak_memory_mb=timer.peak_mb)
         manifest = mapio.write_manifest(staging, m, extra)

@@ -146,6 +146,84 @@ def keypoint_labels(tracks: Tracks, point_landmark: np.ndarray, num_keypoints: l
     return labels
 
 
+def visible_points(camera, pose, xyz: np.ndarray, point_landmark: np.ndarray, cell: int = 8
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The 3D points (P, 3) seen by a camera with ``pose`` (world-to-camera): projected into
+    the image and not hidden behind a nearer point of the same ``cell`` x ``cell`` px cell
+    (depth more than 10% larger). Returns their pixels (M, 2) (features' convention) and
+    landmark ids (M,)."""
+    from .geometry import project
+
+    uv, z = project(camera, pose, np.asarray(xyz, np.float64))
+    inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 1] >= 0) & (uv[:, 0] < camera.width) & (uv[:, 1] < camera.height)
+    uv, z, lm = uv[inside], z[inside], np.asarray(point_landmark)[inside]
+    if not len(uv):
+        return uv, lm
+    cells = (uv[:, 1] // cell).astype(np.int64) * (int(camera.width) // cell + 1) + (uv[:, 0] // cell).astype(np.int64)
+    zmin = np.full(cells.max() + 1, np.inf)
+    np.minimum.at(zmin, cells, z)
+    visible = z <= zmin[cells] * 1.1
+    return uv[visible], lm[visible]
+
+
+def projected_labels(camera, pose, xyz: np.ndarray, point_landmark: np.ndarray, keypoints: np.ndarray,
+                     num_landmarks: int, radius: float = 3.0, cell: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Landmark labels of an image's keypoints (N, 2) (pixels) from the :func:`visible_points`
+    of its pose: a keypoint within ``radius`` px of a visible point takes its landmark.
+    Returns labels (N,) int64 (0 = background, l + 1 = landmark l) and the number of
+    visible points of each landmark (num_landmarks,) int64."""
+    from scipy.spatial import cKDTree
+
+    uv, lm = visible_points(camera, pose, xyz, point_landmark, cell)
+    labels = np.zeros(len(keypoints), np.int64)
+    if len(uv) and len(keypoints):
+        dist, j = cKDTree(uv).query(np.asarray(keypoints, np.float64), distance_upper_bound=radius)
+        ok = np.isfinite(dist)
+        labels[ok] = lm[j[ok]] + 1
+    return labels, np.bincount(lm, minlength=num_landmarks)
+
+
+@dataclass
+class TrainingLabels:
+    """Recognizer supervision of the map images (lists indexed like the images).
+
+    - ``labels[i]`` (N_i,) int64 keypoint labels (0 = background, l + 1 = landmark l);
+    - ``points_xy[i]`` (M_i, 2) float32 pixels and ``points_landmark[i]`` (M_i,) int64:
+      the map points visible in image i (targets of the landmark-visibility head).
+    """
+
+    labels: list[np.ndarray]
+    points_xy: list[np.ndarray]
+    points_landmark: list[np.ndarray]
+
+
+def training_labels(tracks: Tracks, point_landmark: np.ndarray, num_landmarks: int, keypoints: list[np.ndarray],
+                    cameras: list, poses: list, radius: float = 3.0) -> TrainingLabels:
+    """Recognizer training labels of the map images.
+
+    A keypoint observing a triangulated point takes that point's landmark; every other
+    keypoint within ``radius`` px of a visible projected point takes that point's landmark
+    (:func:`projected_labels`, also the query ground truth of the benchmark), so that
+    untriangulated keypoints on a landmark's surface are not taught as background.
+    """
+    from scipy.spatial import cKDTree
+
+    obs = keypoint_labels(tracks, point_landmark, [len(k) for k in keypoints])
+    labels, pxy, plm = [], [], []
+    for lab, kp, cam, pose in zip(obs, keypoints, cameras, poses):
+        uv, lm = visible_points(cam, pose, tracks.xyz, point_landmark)
+        proj = np.zeros(len(kp), np.int64)
+        if len(uv) and len(kp):
+            dist, j = cKDTree(uv).query(np.asarray(kp, np.float64), distance_upper_bound=radius)
+            ok = np.isfinite(dist)
+            proj[ok] = lm[j[ok]] + 1
+        lab = np.where(lab > 0, lab, proj)
+        labels.append(lab)
+        pxy.append(uv.astype(np.float32))
+        plm.append(lm.astype(np.int64))
+    return TrainingLabels(labels, pxy, plm)
+
+
 @dataclass
 class LandmarkSegmentation:
     """Result of :func:`build`: clustered tracks (all triangulated inlier points), their

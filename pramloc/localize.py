@@ -1,6 +1,7 @@
 """``pramloc localize``: per-query pipeline and its modes.
 
-    features -> recognition (landmark labels, votes) -> landmark-wise 2D-3D matching
+    features -> recognition (keypoint labels, landmarks ranked by predicted visibility)
+             -> landmark-wise 2D-3D matching
              -> PnP + RANSAC -> refinement by projection                 [recognition]
     features -> VLAD retrieval of map images -> matching against their points
              -> PnP + RANSAC -> refinement by projection                 [retrieval]
@@ -56,6 +57,7 @@ class QueryResult:
     path: str = "failed"
     landmarks: list[int] = field(default_factory=list)
     votes: list[float] = field(default_factory=list)
+    visibility: list[float] = field(default_factory=list)
     retrieved: list[str] = field(default_factory=list)
     num_keypoints: int = 0
     num_matches: int = 0
@@ -179,6 +181,7 @@ class Localizer:
             ranked = rec.ranked()
         res.landmarks = ranked[: c["max_landmarks"]].tolist()
         res.votes = [round(float(rec.votes[l]), 2) for l in res.landmarks]
+        res.visibility = [round(float(rec.visibility[l]), 4) for l in res.landmarks]
         if len(ranked) == 0 or rec.votes[ranked[0]] < c["min_votes"]:
             return None, "recognition unsure"
         with _Timer(times, "matching"):

@@ -10,7 +10,7 @@ import torch
 from pramloc.errors import PramlocError
 from pramloc.recognition import Recognizer, TrainingImage
 from pramloc.recognition import train as train_mod
-from pramloc.recognition.data import augmented_view, check_training_images, split_train_val
+from pramloc.recognition.data import augmented_view, check_training_images, split_train_val, visibility_targets
 
 from .conftest import frame
 
@@ -22,7 +22,7 @@ SMALL = {"width": 64, "layers": 2, "heads": 2, "train_keypoints": [64, 192], "ma
 
 
 @pytest.fixture(scope="module")
-def kitchen_images(tmp_path_factory, kitchen_root) -> list[TrainingImage]:
+def kitchen_labelled(tmp_path_factory, kitchen_root):
     """16 real map images (every 6th frame), SIFT (512 per image), labelled by the map
     builder: triangulated with the GT poses, points clustered into 8 landmarks."""
     from pramloc import build, landmarks, sfm
@@ -42,15 +42,47 @@ def kitchen_images(tmp_path_factory, kitchen_root) -> list[TrainingImage]:
     feats = [read_features(feat_path, n) for n in scene.names]
     seg = landmarks.build(rec, scene.names, [f["descriptors"] for f in feats], conf["landmarks"])
     assert len(seg.centers) == NUM_LANDMARKS
-    labels = landmarks.keypoint_labels(seg.tracks, seg.landmark, [len(f["keypoints"]) for f in feats])
-    return build.training_images(feats, scene.names, labels)
+    sup = landmarks.training_labels(seg.tracks, seg.landmark, NUM_LANDMARKS, [f["keypoints"] for f in feats],
+                                    [im.camera for im in scene.images], [im.pose for im in scene.images])
+    images = build.training_images(feats, scene.names, sup)
+    by_obs = landmarks.keypoint_labels(seg.tracks, seg.landmark, [len(f["keypoints"]) for f in feats])
+    return images, by_obs, seg, scene
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, kitchen_images):
+def kitchen_images(kitchen_labelled) -> list[TrainingImage]:
+    return kitchen_labelled[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, kitchen_labelled):
     path = tmp_path_factory.mktemp("recognizer") / "recognizer.pt"
-    metrics = train_mod.main(SMALL, kitchen_images, NUM_LANDMARKS, path)
+    metrics = train_mod.main(SMALL, kitchen_labelled[0], NUM_LANDMARKS, path)
     return metrics, path
+
+
+def test_training_labels(kitchen_labelled):
+    """Observed keypoints keep their point's landmark; the projection labels more keypoints,
+    each near a visible point of its landmark."""
+    from pramloc.geometry import project
+
+    images, by_obs, seg, scene = kitchen_labelled
+    added = 0
+    for im, obs, rec in zip(images, by_obs, scene.images):
+        assert np.array_equal(im.labels[obs > 0], obs[obs > 0])
+        new = np.nonzero((obs == 0) & (im.labels > 0))[0]
+        added += len(new)
+        uv, z = project(rec.camera, rec.pose, seg.tracks.xyz)
+        for k in new[:20]:
+            d = np.linalg.norm(uv - im.keypoints[k], axis=1)
+            near = (d <= 3.0) & (z > 0)
+            assert near.any() and (seg.landmark[near] == im.labels[k] - 1).any()
+    assert added > 0.2 * sum(int((o > 0).sum()) for o in by_obs)
+    # The visible points (visibility-head targets) lie in the image and include the observed ones.
+    for im in images:
+        assert len(im.points_xy) == len(im.points_landmark) > 0
+        w, h = im.image_size
+        assert np.all((im.points_xy >= 0) & (im.points_xy < [w, h]))
 
 
 def held_out(images: list[TrainingImage]) -> list[TrainingImage]:
@@ -95,6 +127,15 @@ def test_augmented_view_keeps_labels(kitchen_images):
         assert all(source[d.tobytes()] == label for d, label in zip(v.descriptors, v.labels))
     noisy = augmented_view(im, rng, {**conf, "descriptor_noise": 0.05})
     assert np.allclose(np.linalg.norm(noisy.descriptors, axis=1), 1, atol=1e-5) and noisy.descriptors.min() >= 0
+    # Visibility targets follow the crop: a zoom-in keeps fewer visible points, the identity all.
+    still = {**conf, "scale": 0.0, "rotation": 0.0, "aspect": 0.0, "shift": 0.0}
+    assert np.array_equal(augmented_view(im, rng, still).point_landmarks, im.points_landmark)
+    zoom = augmented_view(im, rng, {**still, "scale": 1e-9, "shift": 0.0, "min_keypoints": 1}, num_keypoints=50)
+    assert len(zoom.point_landmarks) == len(im.points_landmark)
+    crop = augmented_view(im, np.random.default_rng(1), {**still, "shift": 0.5, "min_keypoints": 1})
+    assert 0 < len(crop.point_landmarks) < len(im.points_landmark)
+    shares, valid = visibility_targets([crop, augmented_view(im, rng, still)], NUM_LANDMARKS)
+    assert shares.shape == (2, NUM_LANDMARKS) and bool(valid.all()) and torch.allclose(shares.sum(1), torch.ones(2))
 
 
 def test_training_learns_real_landmarks(trained, kitchen_images):
@@ -129,14 +170,18 @@ def test_reload_gives_identical_outputs(trained, kitchen_images):
     # Votes: per landmark, the summed confidence of its keypoints; ranked by votes.
     for lm in range(NUM_LANDMARKS):
         assert ra.votes[lm] == pytest.approx(ra.confidence[ra.labels == lm + 1].sum(), rel=1e-5, abs=1e-6)
+    # Landmarks ranked by the visibility head (shares summing to 1), those with votes only.
+    assert np.allclose(ra.visibility.sum(), 1, atol=1e-5)
     ranked = ra.ranked()
-    assert len(ranked) and np.all(np.diff(ra.votes[ranked]) <= 0) and np.all(ra.votes[ranked] > 0)
+    assert len(ranked) and np.all(np.diff(ra.visibility[ranked]) <= 0) and np.all(ra.votes[ranked] > 0)
+    assert set(ranked) == set(np.nonzero(ra.votes > 0)[0])
     # The batched (padded) form agrees with one image at a time.
     items = [(x.keypoints[: 300 + 50 * i], x.descriptors[: 300 + 50 * i], x.image_size) for i, x in enumerate(images)]
     for (kp, desc, size), rr in zip(items, a.recognize_batch(items)):
         single = a.recognize(kp, desc, size)
         assert np.mean(single.labels == rr.labels) > 0.99
         assert np.allclose(single.confidence, rr.confidence, atol=1e-4)
+        assert np.allclose(single.visibility, rr.visibility, atol=1e-4)
 
 
 def test_empty_and_bad_inputs(trained):

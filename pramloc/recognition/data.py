@@ -26,6 +26,9 @@ class TrainingImage:
     - ``descriptors`` (N, D) float32: e.g. RootSIFT, D = 128.
     - ``labels`` (N,) int64: 0 = background, ``l + 1`` = landmark ``l``.
     - ``image_size``: (W, H) of the original image.
+    - ``points_xy`` (M, 2) float32 pixels and ``points_landmark`` (M,) int64, optional: the
+      map points visible in the image (targets of the landmark-visibility head; without
+      them the image teaches the keypoint labels only).
     """
 
     name: str
@@ -33,6 +36,8 @@ class TrainingImage:
     descriptors: np.ndarray
     labels: np.ndarray
     image_size: tuple[int, int]
+    points_xy: np.ndarray | None = None
+    points_landmark: np.ndarray | None = None
 
     def __post_init__(self):
         self.keypoints = np.asarray(self.keypoints, dtype=np.float32)
@@ -49,6 +54,15 @@ class TrainingImage:
         if self.labels.size and self.labels.min() < 0:
             raise PramlocError(f"training image {self.name!r}: negative label {self.labels.min()} "
                                "(0 = background, l + 1 = landmark l)")
+        if (self.points_xy is None) != (self.points_landmark is None):
+            raise PramlocError(f"training image {self.name!r}: give both points_xy and points_landmark, or neither")
+        if self.points_xy is not None:
+            self.points_xy = np.asarray(self.points_xy, np.float32).reshape(-1, 2)
+            self.points_landmark = np.asarray(self.points_landmark).astype(np.int64).reshape(-1)
+            if len(self.points_xy) != len(self.points_landmark) or (
+                    self.points_landmark.size and self.points_landmark.min() < 0):
+                raise PramlocError(f"training image {self.name!r}: points_xy and points_landmark must be "
+                                   "(M, 2) and (M,) with landmark ids >= 0")
 
     def __len__(self) -> int:
         return len(self.keypoints)
@@ -90,6 +104,9 @@ def check_training_images(images: list[TrainingImage], num_landmarks: int) -> in
             raise PramlocError(f"training image {im.name!r}: label {im.labels.max()} out of range for "
                                f"{num_landmarks} landmarks (labels are 0..{num_landmarks})")
         labelled += int((im.labels > 0).sum())
+        if im.points_landmark is not None and im.points_landmark.size and im.points_landmark.max() >= num_landmarks:
+            raise PramlocError(f"training image {im.name!r}: visible point of landmark {im.points_landmark.max()} "
+                               f"out of range for {num_landmarks} landmarks")
     if labelled == 0:
         raise PramlocError("recognizer training: no keypoint is labelled with a landmark (all background)")
     return dims.pop()
@@ -117,17 +134,32 @@ def split_train_val(images: list[TrainingImage], val_fraction: float, seed: int
 
 @dataclass
 class View:
-    """One (augmented) view of an image: normalised coords (N, 2), descriptors (N, D), labels (N,)."""
+    """One (augmented) view of an image: normalised coords (N, 2), descriptors (N, D),
+    labels (N,), and the landmark ids (M,) of the map points visible in the view (None if
+    unknown)."""
 
     xy: np.ndarray
     descriptors: np.ndarray
     labels: np.ndarray
+    point_landmarks: np.ndarray | None = None
 
 
 def plain_view(image: TrainingImage, max_keypoints: int | None = None) -> View:
     """The image as the recognizer sees it at test time (first ``max_keypoints`` keypoints)."""
     n = len(image) if not max_keypoints else min(len(image), max_keypoints)
-    return View(normalize_keypoints(image.keypoints[:n], image.image_size), image.descriptors[:n], image.labels[:n])
+    return View(normalize_keypoints(image.keypoints[:n], image.image_size), image.descriptors[:n], image.labels[:n],
+                image.points_landmark)
+
+
+def visibility_targets(views: list[View], num_landmarks: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets of the visibility head: (B, L) share of each landmark among the map points
+    visible in each view, and (B,) bool, True where the view has visible points."""
+    target = np.zeros((len(views), num_landmarks), np.float32)
+    for i, v in enumerate(views):
+        if v.point_landmarks is not None and len(v.point_landmarks):
+            target[i] = np.bincount(v.point_landmarks, minlength=num_landmarks)[:num_landmarks]
+    total = target.sum(1, keepdims=True)
+    return torch.from_numpy(target / np.maximum(total, 1)), torch.from_numpy(total[:, 0] > 0)
 
 
 def augmented_view(image: TrainingImage, rng: np.random.Generator, conf: dict,
@@ -155,8 +187,12 @@ def augmented_view(image: TrainingImage, rng: np.random.Generator, conf: dict,
     shift = rng.uniform(-conf["shift"], conf["shift"], size=2).astype(np.float32)
     moved = xy @ A.T + shift
     inside = np.all(np.abs(moved) <= half, axis=1)
+    points = image.points_landmark
     if inside.sum() >= max(conf["min_keypoints"], 1):
         xy, desc, labels = moved[inside], desc[inside], labels[inside]
+        if points is not None:  # the visible points that stay in the cropped frame
+            pxy = normalize_keypoints(image.points_xy, image.image_size) @ A.T + shift
+            points = points[np.all(np.abs(pxy) <= half, axis=1)]
     else:  # crop would leave too little: keep the transform, skip the crop
         xy = moved
 
@@ -170,7 +206,7 @@ def augmented_view(image: TrainingImage, rng: np.random.Generator, conf: dict,
     if sigma > 0 and len(desc):
         desc = np.maximum(desc + rng.normal(0, sigma, size=desc.shape).astype(np.float32), 0)
         desc = desc / np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-8)
-    return View(xy.astype(np.float32), desc.astype(np.float32), labels)
+    return View(xy.astype(np.float32), desc.astype(np.float32), labels, points)
 
 
 def collate(views: list[View]) -> dict[str, torch.Tensor]:

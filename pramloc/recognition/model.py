@@ -8,7 +8,9 @@ descriptor through an MLP. Pre-norm transformer blocks with self-attention
 by learnable Fourier features of the keypoint positions (rotary encoding, as in LightGlue),
 so attention sees *relative* positions: neighbouring keypoints of the same landmark are
 easy to attend to. Then a per-keypoint classifier over ``num_landmarks + 1`` classes
-(class 0 = background, class l + 1 = landmark l).
+(class 0 = background, class l + 1 = landmark l), and an image-level head over the
+mean of the keypoint tokens that predicts which share of the map points in view belongs to
+each landmark (the landmark-visibility head).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from ..errors import PramlocError
 from .data import check_inputs, collate, normalize_keypoints, View
 
 CHECKPOINT_FORMAT = "pramloc-recognizer"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: landmark-visibility head
 
 default_model_conf = {  # training defaults: pramloc.recognition.train.default_conf
     "descriptor_dim": 128,
@@ -101,8 +103,11 @@ class Block(nn.Module):
 
 
 class LandmarkTransformer(nn.Module):
-    """Per-keypoint landmark classifier. ``forward(xy (B, N, 2), descriptors (B, N, D),
-    mask (B, N) bool or None) -> logits (B, N, num_landmarks + 1)``."""
+    """Per-keypoint landmark classifier and landmark-visibility head.
+
+    ``forward(xy (B, N, 2), descriptors (B, N, D), mask (B, N) bool or None)`` returns
+    keypoint logits (B, N, num_landmarks + 1) and visibility logits (B, num_landmarks)
+    (softmax: the predicted share of each landmark among the map points in view)."""
 
     def __init__(self, conf: dict):
         super().__init__()
@@ -115,14 +120,22 @@ class LandmarkTransformer(nn.Module):
                                     for _ in range(conf["layers"]))
         self.norm = nn.LayerNorm(w)
         self.classifier = nn.Linear(w, conf["num_landmarks"] + 1)
+        self.visibility = nn.Sequential(nn.Linear(w, w), nn.GELU(), nn.Linear(w, conf["num_landmarks"]))
 
-    def forward(self, xy: torch.Tensor, descriptors: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, xy: torch.Tensor, descriptors: torch.Tensor, mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.descriptor(descriptors) + self.position(xy)
         rope = self.rotary(xy)
         attn_mask = None if mask is None or bool(mask.all()) else mask[:, None, None, :]
         for block in self.blocks:
             x = block(x, rope, attn_mask)
-        return self.classifier(self.norm(x))
+        x = self.norm(x)
+        if mask is None:
+            pooled = x.mean(1)
+        else:
+            m = mask.unsqueeze(-1).to(x.dtype)
+            pooled = (x * m).sum(1) / m.sum(1).clamp(min=1)
+        return self.classifier(x), self.visibility(pooled)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -135,18 +148,22 @@ class RecognitionResult:
     - ``labels`` (N,) int64: 0 = background, l + 1 = landmark l.
     - ``confidence`` (N,) float32: softmax probability of the predicted label.
     - ``votes`` (L,) float32: sum of ``confidence`` over the keypoints labelled with each landmark.
+    - ``visibility`` (L,) float32: the visibility head's share of each landmark among the
+      map points in view; landmarks are ranked by it.
     - ``probs`` (N, L + 1) float32 class probabilities, or None unless asked for.
     """
 
     labels: np.ndarray
     confidence: np.ndarray
     votes: np.ndarray
+    visibility: np.ndarray
     probs: np.ndarray | None = None
 
     def ranked(self, min_votes: float = 0.0) -> np.ndarray:
-        """Landmark ids (0-based) by decreasing votes (ties: lower id first), those with
-        votes > ``min_votes`` only."""
-        order = np.argsort(-self.votes, kind="stable")
+        """Landmark ids (0-based) by decreasing visibility (ties: lower id first), those
+        with votes > ``min_votes`` only (a landmark without labelled keypoints has nothing
+        to match)."""
+        order = np.argsort(-self.visibility, kind="stable")
         return order[self.votes[order] > min_votes]
 
     def keypoints_of(self, landmark: int) -> np.ndarray:
@@ -154,14 +171,17 @@ class RecognitionResult:
         return np.nonzero(self.labels == landmark + 1)[0]
 
 
-def make_result(logits: torch.Tensor, num_landmarks: int, return_probs: bool = False) -> RecognitionResult:
-    """Logits (N, num_landmarks + 1) of one image -> labels, confidences and landmark votes."""
+def make_result(logits: torch.Tensor, visibility: torch.Tensor, num_landmarks: int,
+                return_probs: bool = False) -> RecognitionResult:
+    """Keypoint logits (N, num_landmarks + 1) and visibility logits (num_landmarks,) of one
+    image -> labels, confidences, landmark votes and visibility shares."""
     probs = torch.softmax(logits.float(), dim=-1)
     confidence, labels = probs.max(dim=-1)
     labels, confidence = labels.cpu().numpy().astype(np.int64), confidence.cpu().numpy().astype(np.float32)
     fg = labels > 0
     votes = np.bincount(labels[fg] - 1, weights=confidence[fg], minlength=num_landmarks).astype(np.float32)
-    return RecognitionResult(labels, confidence, votes, probs.cpu().numpy() if return_probs else None)
+    vis = torch.softmax(visibility.float(), dim=-1).cpu().numpy().astype(np.float32)
+    return RecognitionResult(labels, confidence, votes, vis, probs.cpu().numpy() if return_probs else None)
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -242,7 +262,7 @@ class Recognizer:
 
     def _empty(self, return_probs: bool) -> RecognitionResult:
         return RecognitionResult(np.zeros(0, np.int64), np.zeros(0, np.float32),
-                                 np.zeros(self.num_landmarks, np.float32),
+                                 *(np.zeros(self.num_landmarks, np.float32) for _ in range(2)),
                                  np.zeros((0, self.num_landmarks + 1), np.float32) if return_probs else None)
 
     def recognize(self, keypoints: np.ndarray, descriptors: np.ndarray, image_size,
@@ -261,10 +281,10 @@ class Recognizer:
         if todo:
             batch = collate([views[i] for i in todo])
             with torch.inference_mode():
-                logits = self.model(batch["xy"].to(self.device), batch["descriptors"].to(self.device),
+                logits, visibility = self.model(batch["xy"].to(self.device), batch["descriptors"].to(self.device),
                                     batch["mask"].to(self.device))
             for j, i in enumerate(todo):
-                results[i] = make_result(logits[j, : len(views[i].xy)], self.num_landmarks, return_probs)
+                results[i] = make_result(logits[j, : len(views[i].xy)], visibility[j], self.num_landmarks, return_probs)
         return results
 
 

@@ -2,7 +2,9 @@
 
 A seeded share of the map images is held out for validation (model selection and early
 stopping). Each step sees ``batch_size`` augmented views (:func:`.data.augmented_view`);
-the loss is cross-entropy with label smoothing and a down-weighted background class.
+the loss is cross-entropy with label smoothing and a down-weighted background class on
+the keypoints, plus (weight ``visibility_weight``) the cross-entropy of the visibility head
+against the share of each landmark among the map points visible in the view.
 AdamW, linear warm-up then cosine decay. The run stops after ``epochs`` epochs or when the
 time budget ``train_minutes`` is spent; with ``epochs: null`` the schedule is fitted to the
 time budget from the measured speed of the first epochs (then the run is not bit-exact
@@ -25,7 +27,8 @@ import torch.nn.functional as F
 from .. import logger
 from ..config import deep_merge
 from ..progress import track
-from .data import IGNORE_INDEX, TrainingImage, augmented_view, check_training_images, collate, plain_view, split_train_val
+from .data import (IGNORE_INDEX, TrainingImage, augmented_view, check_training_images, collate, plain_view,
+                   split_train_val, visibility_targets)
 from .model import LandmarkTransformer, make_result, resolve_device, save_checkpoint
 
 default_conf = {
@@ -42,15 +45,16 @@ default_conf = {
     "val_fraction": 0.1,        # share of the map images held out for validation
     "val_every": 2,             # epochs between validations (and at the end)
     # optimisation
-    "train_minutes": 8.0,       # time budget (hard stop)
+    "train_minutes": 9.5,       # time budget (hard stop)
     "epochs": None,             # null: as many as fit in train_minutes
     "max_epochs": 2000,
-    "batch_size": 4,
-    "lr": 2e-3,
+    "batch_size": 8,
+    "lr": 3e-3,
     "weight_decay": 0.05,
     "warmup_steps": 30,
     "label_smoothing": 0.1,
-    "background_weight": 0.3,   # loss weight of the background class (landmarks: 1)
+    "background_weight": 0.1,   # loss weight of the background class (landmarks: 1)
+    "visibility_weight": 1.0,   # loss weight of the landmark-visibility head
     "patience": 40,             # epochs without a better validation accuracy before stopping (null: off)
     "augment": {"scale": 0.35, "rotation": 15.0, "aspect": 0.1, "shift": 0.2, "jitter": 0.004,
                 "descriptor_noise": 0.03},
@@ -64,14 +68,32 @@ default_conf = {
 MODEL_KEYS = ("width", "layers", "heads", "mlp_ratio", "dropout", "fourier_sigma")
 
 
-def default_threads() -> int:
-    """CPU threads for training: the cores not busy with other work (1-minute load average),
-    1..8. Oversubscribed cores make multi-threaded torch many times slower, not faster."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+def _cpu_times() -> tuple[float, float] | None:
+    """(idle, total) jiffies of all cores from /proc/stat, or None where unavailable."""
     try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
+        with open("/proc/stat") as f:
+            values = [float(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return values[3] + (values[4] if len(values) > 4 else 0.0), sum(values[:8])
+
+
+def default_threads(sample_s: float = 0.3) -> int:
+    """CPU threads for training: the cores idle now (sampled over ``sample_s`` from
+    /proc/stat; else the 1-minute load average), 1..8. Oversubscribed cores make
+    multi-threaded torch many times slower, not faster."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    a = _cpu_times()
+    if a is not None:
+        time.sleep(sample_s)
+        b = _cpu_times()
+        total = b[1] - a[1] if b else 0.0
+        busy = (1 - (b[0] - a[0]) / total) * (os.cpu_count() or cores) if total > 0 else 0.0
+    else:
+        try:
+            busy = os.getloadavg()[0]
+        except OSError:
+            busy = 0.0
     return int(max(1, min(8, round(cores - busy))))
 
 
@@ -90,16 +112,25 @@ def torch_settings(device: torch.device, num_threads: int | None):
         torch.use_deterministic_algorithms(prev_det, warn_only=prev_warn)
 
 
-def loss_fn(logits: torch.Tensor, labels: torch.Tensor, class_weight: torch.Tensor, smoothing: float) -> torch.Tensor:
-    """Weighted, label-smoothed cross-entropy; logits (B, N, C), labels (B, N) (padding ignored)."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), weight=class_weight,
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor, class_weight: torch.Tensor, smoothing: float,
+            visibility: torch.Tensor | None = None, target: tuple[torch.Tensor, torch.Tensor] | None = None,
+            visibility_weight: float = 0.0) -> torch.Tensor:
+    """Weighted, label-smoothed cross-entropy of the keypoints, logits (B, N, C) and labels
+    (B, N) (padding ignored), plus ``visibility_weight`` times the cross-entropy of the
+    visibility logits (B, L) against ``target`` = (shares (B, L), valid (B,) bool)."""
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), weight=class_weight,
                            ignore_index=IGNORE_INDEX, label_smoothing=smoothing)
+    if visibility is not None and target is not None and visibility_weight > 0 and bool(target[1].any()):
+        shares, valid = target
+        vis_loss = -(shares[valid] * F.log_softmax(visibility[valid].float(), -1)).sum(-1).mean()
+        loss = loss + visibility_weight * vis_loss
+    return loss
 
 
 @torch.inference_mode()
 def evaluate(model: LandmarkTransformer, images: list[TrainingImage], num_landmarks: int,
              max_keypoints: int | None, device: torch.device, batch_size: int = 8,
-             class_weight: torch.Tensor | None = None, smoothing: float = 0.0) -> dict:
+             class_weight: torch.Tensor | None = None, smoothing: float = 0.0, visibility_weight: float = 0.0) -> dict:
     """Metrics of ``model`` on unaugmented images (first ``max_keypoints`` keypoints):
 
     - ``loss``: the training loss on these images;
@@ -107,8 +138,9 @@ def evaluate(model: LandmarkTransformer, images: list[TrainingImage], num_landma
     - ``background_accuracy``: share of background keypoints predicted as background;
     - ``top1_precision``: share of images (with >= 1 labelled keypoint) whose top-voted
       landmark is present in the image;
-    - ``recall_at_3``: share of images whose dominant landmark (most labelled keypoints)
-      is among the 3 top-voted landmarks.
+    - ``recall_at_3``: share of images whose dominant landmark (most visible map points,
+      or most labelled keypoints where the visible points are unknown) is among the 3
+      top-ranked landmarks.
     """
     was_training = model.training
     model.eval()
@@ -117,12 +149,14 @@ def evaluate(model: LandmarkTransformer, images: list[TrainingImage], num_landma
     for start in range(0, len(images), batch_size):
         views = [plain_view(im, max_keypoints) for im in images[start:start + batch_size]]
         batch = {k: v.to(device) for k, v in collate(views).items()}
-        logits = model(batch["xy"], batch["descriptors"], batch["mask"])
+        target = tuple(t.to(device) for t in visibility_targets(views, num_landmarks))
+        logits, visibility = model(batch["xy"], batch["descriptors"], batch["mask"])
         if class_weight is not None:
-            losses.append(float(loss_fn(logits, batch["labels"], class_weight, smoothing)))
+            losses.append(float(loss_fn(logits, batch["labels"], class_weight, smoothing, visibility, target,
+                                        visibility_weight)))
             weights.append(int(batch["mask"].sum()))
         for j, view in enumerate(views):
-            res = make_result(logits[j, : len(view.xy)], num_landmarks)
+            res = make_result(logits[j, : len(view.xy)], visibility[j], num_landmarks)
             gt = view.labels
             fg = gt > 0
             correct += int((res.labels[fg] == gt[fg]).sum())
@@ -133,7 +167,10 @@ def evaluate(model: LandmarkTransformer, images: list[TrainingImage], num_landma
                 n_images += 1
                 ranked = res.ranked()
                 top1 += int(len(ranked) > 0 and (gt == ranked[0] + 1).any())
-                rec3 += int(np.bincount(gt[fg] - 1).argmax() in ranked[:3])
+                counts = (np.bincount(view.point_landmarks, minlength=num_landmarks)
+                          if view.point_landmarks is not None and len(view.point_landmarks)
+                          else np.bincount(gt[fg] - 1, minlength=num_landmarks))
+                rec3 += int(counts.argmax() in ranked[:3])
     model.train(was_training)
     return {
         "loss": float(np.average(losses, weights=weights)) if losses else float("nan"),
@@ -194,6 +231,7 @@ def main(conf: dict, train_images: list[TrainingImage], num_landmarks: int, out_
         steps_per_epoch = math.ceil(len(train) / batch_size)
         fixed_epochs = conf["epochs"] is not None
         epochs = int(conf["epochs"]) if fixed_epochs else int(conf["max_epochs"])
+        num_threads = torch.get_num_threads()
         logger.info("Training the landmark recognizer (%d landmarks, %d parameters) on %d map images "
                     "(+%d for validation), %s (%d threads), budget %.1f min.", num_landmarks,
                     model.num_parameters(), len(train), len(val), dev, torch.get_num_threads(), budget / 60)
@@ -202,7 +240,7 @@ def main(conf: dict, train_images: list[TrainingImage], num_landmarks: int, out_
             if not val:
                 return None
             return evaluate(model, val, num_landmarks, conf["max_keypoints"], dev, batch_size,
-                            class_weight, conf["label_smoothing"])
+                            class_weight, conf["label_smoothing"], conf["visibility_weight"])
 
         best: dict = {"score": None, "state": None, "epoch": 0}
 
@@ -226,11 +264,13 @@ def main(conf: dict, train_images: list[TrainingImage], num_landmarks: int, out_
                 n = int(rng.integers(lo, hi + 1))  # one size per batch: little padding
                 views = [augmented_view(train[i], rng, aug, n) for i in order[start:start + batch_size]]
                 batch = {k: v.to(dev, non_blocking=True) for k, v in collate(views).items()}
+                target = tuple(t.to(dev) for t in visibility_targets(views, num_landmarks))
                 for group in optimizer.param_groups:
                     group["lr"] = conf["lr"] * lr_factor(step, epochs * steps_per_epoch, conf["warmup_steps"])
                 with autocast:
-                    logits = model(batch["xy"], batch["descriptors"], batch["mask"])
-                loss = loss_fn(logits, batch["labels"], class_weight, conf["label_smoothing"])
+                    logits, visibility = model(batch["xy"], batch["descriptors"], batch["mask"])
+                loss = loss_fn(logits, batch["labels"], class_weight, conf["label_smoothing"], visibility, target,
+                               conf["visibility_weight"])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -267,7 +307,7 @@ def main(conf: dict, train_images: list[TrainingImage], num_landmarks: int, out_
         final = evaluate_val()
         probe = train[:: max(1, len(train) // 32)]  # train accuracy on <= ~32 images (cost)
         train_eval = evaluate(model, probe, num_landmarks, conf["max_keypoints"], dev, batch_size,
-                              class_weight, conf["label_smoothing"])
+                              class_weight, conf["label_smoothing"], conf["visibility_weight"])
     seconds = time.perf_counter() - t0
     out = {
         "num_landmarks": num_landmarks,
@@ -287,6 +327,7 @@ def main(conf: dict, train_images: list[TrainingImage], num_landmarks: int, out_
         "stop_reason": stop_reason,
         "seconds": round(seconds, 2),
         "device": str(dev),
+        "num_threads": num_threads if dev.type == "cpu" else None,
         "history": history,
     }
     save_checkpoint(model, out_path, out)
