@@ -43,7 +43,7 @@ DEFAULT_CONF = {
     "min_votes": 3.0,           # below: recognition is unsure -> fallback (auto)
     "confident_inliers": 100,   # auto: below, retrieval is tried too and the pose with more inliers wins
     "refine_radius": 12.0,      # px (as above), search radius of the matching by projection
-    "covisible_images": 5,      # map images whose points join the refinement
+    "covisible_images": 10,     # map images (most co-visible with the first inliers) whose points join the refinement
     "seed": 0,
 }
 

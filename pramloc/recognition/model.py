@@ -205,6 +205,10 @@ class Recognizer:
                  metrics: dict | None = None):
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device).eval()
+        if self.device.type == "cpu":
+            # Subnormal activations (e.g. in the attention's softmax tails) make CPU inference
+            # up to 1.5x slower; flushing them to zero changes nothing measurable.
+            torch.set_flush_denormal(True)
         self.metrics = metrics or {}
 
     @property

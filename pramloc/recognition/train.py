@@ -105,6 +105,7 @@ def torch_settings(device: torch.device, num_threads: int | None):
     torch.set_num_threads(int(num_threads) if num_threads else default_threads())
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.set_flush_denormal(True)  # subnormal floats are many times slower on CPUs
     try:
         yield
     finally:
