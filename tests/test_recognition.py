@@ -236,3 +236,24 @@ def test_cuda_training_loads_on_cpu(tmp_path, kitchen_images):
     assert metrics["device"].startswith("cuda")
     im = kitchen_images[0]
     assert Recognizer.load(path).recognize(im.keypoints, im.descriptors, im.image_size).labels.shape == (len(im),)
+
+
+def test_projected_labels_occlusion_and_radius():
+    """Synthetic camera: a nearer point hides a farther one in the same cell; keypoints take
+    the landmark of a visible point within the radius, else background."""
+    from pramloc.geometry import Camera, Pose
+    from pramloc.landmarks import projected_labels, visible_points
+
+    cam = Camera.from_string("PINHOLE 64 48 50 50 32 24")
+    pose = Pose(np.array([1.0, 0, 0, 0]), np.zeros(3))  # identity: camera at the origin, looking +z
+    xyz = np.array([[0, 0, 1.0], [0, 0, 2.0], [0.4, 0.2, 1.0], [0, 0, -1.0]])  # 2nd hidden, 4th behind
+    landmark = np.array([0, 1, 2, 1])
+    uv, lm = visible_points(cam, pose, xyz, landmark)
+    assert sorted(lm.tolist()) == [0, 2]
+    kps = uv[np.argsort(lm)] + [[1.0, 1.0], [5.0, 0.0]]  # 1.4 px and 5 px away
+    labels, counts = projected_labels(cam, pose, xyz, landmark, kps, 3)
+    assert labels.tolist() == [1, 0] and counts.tolist() == [1, 0, 1]
+
+
+def test_default_threads_in_range():
+    assert 1 <= train_mod.default_threads(0.01) <= 8
