@@ -42,14 +42,14 @@ def gt_points(map_dir: Path, m) -> tuple[np.ndarray, np.ndarray]:
     import pycolmap
 
     from pramloc.build import cache_dir
+    from pramloc.landmarks import nearest_landmark
 
     models = sorted(p for p in cache_dir(map_dir).glob("sfm-*") if (p / "points3D.bin").exists())
     if not models:
         return m.xyz.astype(np.float64), m.point_landmark
     rec = pycolmap.Reconstruction(str(models[-1]))
     xyz = np.array([p.xyz for p in rec.points3D.values()])
-    d = ((xyz[:, None, :] - m.landmark_centers[None]) ** 2).sum(-1)
-    return xyz, d.argmin(1)
+    return xyz, nearest_landmark(xyz, m.landmark_centers)
 
 
 def ground_truth(camera, pose, xyz, lm, kps, num_landmarks):

@@ -22,10 +22,15 @@ def mb(b):
     return f"{b / 1e6:.2f}"
 
 
+def head(title: str | None, columns: str) -> list[str]:
+    """Markdown lines that open a table: optional ``### title``, the header row of
+    ``columns`` ("a | b | c") and its separator."""
+    n = columns.count("|") + 1
+    return ([f"### {title}", ""] if title else []) + [f"| {columns} |", "|" + "---|" * n]
+
+
 def build_table(builds):
-    lines = ["### Map building", "",
-             "| scene | images | 3D points (triangulated) | kept points | landmarks | features s | triangulation s | landmarks s | retrieval s | recognizer s | total s | peak RAM MB | map.h5 MB | sfm MB | recognizer MB | total MB | hloc-style MB | localization part / hloc | whole map / hloc |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = head("Map building", "scene | images | 3D points (triangulated) | kept points | landmarks | features s | triangulation s | landmarks s | retrieval s | recognizer s | total s | peak RAM MB | map.h5 MB | sfm MB | recognizer MB | total MB | hloc-style MB | localization part / hloc | whole map / hloc")
     for s, r in builds.items():
         t = r["timings"]
         lines.append(
@@ -41,16 +46,13 @@ def build_table(builds):
 
 
 def recognition_table(recs):
-    lines = ["### Recognition (queries never seen in training; their strongest 1024 keypoints, as the localizer)", "",
-             "| scene | landmarks | queries | method | keypoint acc. | top-1 precision | dominant r@1 | r@3 | r@5 |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = head("Recognition (queries never seen in training; their strongest 1024 keypoints, as the localizer)", "scene | landmarks | queries | method | keypoint acc. | top-1 precision | dominant r@1 | r@3 | r@5")
     for s, r in recs.items():
         for name, m in r["methods"].items():
             ka = f"{100 * m['keypoint_accuracy']:.1f}%" if "keypoint_accuracy" in m else "-"
             lines.append(f"| {s} | {r['landmarks']} | {r['queries_evaluated']} | {name} | {ka} | "
                          f"{100 * m['top1']:.1f}% | {100 * m['r@1']:.1f}% | {100 * m['r@3']:.1f}% | {100 * m['r@5']:.1f}% |")
-    lines += ["", "| scene | parameters | checkpoint MB | training s | threads | epochs | inference ms @500 / 1024 / 2048 kp |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [""] + head(None, "scene | parameters | checkpoint MB | training s | threads | epochs | inference ms @500 / 1024 / 2048 kp")
     for s, r in recs.items():
         rc = r.get("recognizer", {})
         inf = r["inference_ms"]
@@ -61,9 +63,7 @@ def recognition_table(recs):
 
 
 def localize_table(locs, builds):
-    lines = ["### Localization", "",
-             "| scene | mode | 5cm,5° | 25cm,2° | 50cm,5° | 5m,10° | median cm | median ° | failed | paths (recog./retr.) | features ms | recognition ms | retrieval ms | matching ms | PnP ms | refinement ms | total ms (median / p90) | w/o features ms | map MB | build s | build peak MB |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = head("Localization", "scene | mode | 5cm,5° | 25cm,2° | 50cm,5° | 5m,10° | median cm | median ° | failed | paths (recog./retr.) | features ms | recognition ms | retrieval ms | matching ms | PnP ms | refinement ms | total ms (median / p90) | w/o features ms | map MB | build s | build peak MB")
     for s, r in locs.items():
         for mode, m in r["modes"].items():
             rc = list(m["recall"].values())
@@ -90,9 +90,7 @@ def localize_table(locs, builds):
 
 
 def soak_table(soaks):
-    lines = ["### Long run (1000 queries, one Localizer)", "",
-             "| scene | mode | queries | localized | wall s | RSS first / last / max MB | queries/s first half / second half |",
-             "|---|---|---|---|---|---|---|"]
+    lines = head("Long run (1000 queries, one Localizer)", "scene | mode | queries | localized | wall s | RSS first / last / max MB | queries/s first half / second half")
     for s, r in soaks.items():
         lines.append(f"| {s} | {r['mode']} | {r['queries']} | {r['localized']} | {r['wall_s']} | "
                      f"{r['rss_first_mb']:.0f} / {r['rss_last_mb']:.0f} / {r['rss_max_mb']:.0f} | "

@@ -166,21 +166,27 @@ def visible_points(camera, pose, xyz: np.ndarray, point_landmark: np.ndarray, ce
     return uv[visible], lm[visible]
 
 
+def _labels_near(uv: np.ndarray, lm: np.ndarray, keypoints: np.ndarray, radius: float) -> np.ndarray:
+    """(N,) labels of keypoints (N, 2): ``l + 1`` of the nearest point (M, 2) with landmark
+    ``l`` (M,) if within ``radius`` px, else 0."""
+    from scipy.spatial import cKDTree
+
+    labels = np.zeros(len(keypoints), np.int64)
+    if len(uv) and len(keypoints):
+        dist, j = cKDTree(uv).query(np.asarray(keypoints, np.float64), distance_upper_bound=radius)
+        ok = np.isfinite(dist)
+        labels[ok] = lm[j[ok]] + 1
+    return labels
+
+
 def projected_labels(camera, pose, xyz: np.ndarray, point_landmark: np.ndarray, keypoints: np.ndarray,
                      num_landmarks: int, radius: float = 3.0, cell: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Landmark labels of an image's keypoints (N, 2) (pixels) from the :func:`visible_points`
     of its pose: a keypoint within ``radius`` px of a visible point takes its landmark.
     Returns labels (N,) int64 (0 = background, l + 1 = landmark l) and the number of
     visible points of each landmark (num_landmarks,) int64."""
-    from scipy.spatial import cKDTree
-
     uv, lm = visible_points(camera, pose, xyz, point_landmark, cell)
-    labels = np.zeros(len(keypoints), np.int64)
-    if len(uv) and len(keypoints):
-        dist, j = cKDTree(uv).query(np.asarray(keypoints, np.float64), distance_upper_bound=radius)
-        ok = np.isfinite(dist)
-        labels[ok] = lm[j[ok]] + 1
-    return labels, np.bincount(lm, minlength=num_landmarks)
+    return _labels_near(uv, lm, keypoints, radius), np.bincount(lm, minlength=num_landmarks)
 
 
 @dataclass
@@ -206,19 +212,11 @@ def training_labels(tracks: Tracks, point_landmark: np.ndarray, num_landmarks: i
     (:func:`projected_labels`, also the query ground truth of the benchmark), so that
     untriangulated keypoints on a landmark's surface are not taught as background.
     """
-    from scipy.spatial import cKDTree
-
     obs = keypoint_labels(tracks, point_landmark, [len(k) for k in keypoints])
     labels, pxy, plm = [], [], []
     for lab, kp, cam, pose in zip(obs, keypoints, cameras, poses):
         uv, lm = visible_points(cam, pose, tracks.xyz, point_landmark)
-        proj = np.zeros(len(kp), np.int64)
-        if len(uv) and len(kp):
-            dist, j = cKDTree(uv).query(np.asarray(kp, np.float64), distance_upper_bound=radius)
-            ok = np.isfinite(dist)
-            proj[ok] = lm[j[ok]] + 1
-        lab = np.where(lab > 0, lab, proj)
-        labels.append(lab)
+        labels.append(np.where(lab > 0, lab, _labels_near(uv, lm, kp, radius)))
         pxy.append(uv.astype(np.float32))
         plm.append(lm.astype(np.int64))
     return TrainingLabels(labels, pxy, plm)

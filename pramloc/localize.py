@@ -39,7 +39,7 @@ DEFAULT_CONF = {
     "refine_max_error": 4.0,    # px (as above), RANSAC threshold of the refined pose
     "ratio": 0.9,               # ratio test of the 2D-3D matching
     "recognition_keypoints": 1024,  # keypoints labelled by the recognizer (the strongest)
-    "max_landmarks": 6,         # recognized landmarks matched, best voted first
+    "max_landmarks": 6,         # recognized landmarks matched, highest predicted visibility first
     "min_votes": 3.0,           # below: recognition is unsure -> fallback (auto)
     "confident_inliers": 100,   # auto: below, retrieval is tried too and the pose with more inliers wins
     "refine_radius": 12.0,      # px (as above), search radius of the matching by projection
@@ -176,7 +176,7 @@ class Localizer:
         with _Timer(times, "recognition"):
             # The strongest keypoints only (features are sorted by score): attention cost
             # grows with the square of their number.
-            n = min(len(kps), self.conf["recognition_keypoints"])
+            n = min(len(kps), c["recognition_keypoints"])
             rec = self.recognizer.recognize(kps[:n], desc_np[:n], size)
             ranked = rec.ranked()
         res.landmarks = ranked[: c["max_landmarks"]].tolist()
@@ -216,7 +216,7 @@ class Localizer:
             with _Timer(res.times, "features"):
                 f = (extract_image(image, self.feature_conf) if isinstance(image, np.ndarray)
                      else extract_path(image, self.feature_conf))
-            w, h = (int(v) for v in f["image_size"])
+            size = w, h = tuple(int(v) for v in f["image_size"])
             if (w, h) != (camera.width, camera.height):
                 if abs(w / h - camera.width / camera.height) > 0.01:
                     res.reason = f"image {w}x{h} does not match camera {camera.width}x{camera.height}"
@@ -228,7 +228,6 @@ class Localizer:
                 res.reason = f"too few keypoints ({len(kps)})"
                 return res
             desc = torch.from_numpy(desc_np).to(self.device)
-            size = tuple(int(v) for v in f["image_size"])
             # Pixel thresholds are set at the extraction resolution: scale them up for images
             # that were downscaled for extraction (e.g. 3072 px photos at max_side 1024).
             px = max(1.0, max(size) / (self.feature_conf.get("max_side") or max(size)))

@@ -94,9 +94,9 @@ def _write_database(db_path: Path, scene: Scene, features: Path, rec: pycolmap.R
             kps = f["keypoints"].astype(np.float32) + 0.5
             if rec is None:  # unknown intrinsics: one SIMPLE_RADIAL camera per image
                 w, h = int(f["image_size"][0]), int(f["image_size"][1])
-                f = 1.2 * max(w, h)
+                focal = 1.2 * max(w, h)
                 cam = pycolmap.Camera(model="SIMPLE_RADIAL", width=w, height=h,
-                                      params=[f, w / 2, h / 2, 0.0], camera_id=i)
+                                      params=[focal, w / 2, h / 2, 0.0], camera_id=i)
                 db.write_camera(cam, use_camera_id=True)
                 rig = pycolmap.Rig(rig_id=i)
                 rig.add_ref_sensor(cam.sensor_id)

@@ -166,10 +166,6 @@ class RecognitionResult:
         order = np.argsort(-self.visibility, kind="stable")
         return order[self.votes[order] > min_votes]
 
-    def keypoints_of(self, landmark: int) -> np.ndarray:
-        """Indices of the keypoints labelled with ``landmark`` (0-based)."""
-        return np.nonzero(self.labels == landmark + 1)[0]
-
 
 def make_result(logits: torch.Tensor, visibility: torch.Tensor, num_landmarks: int,
                 return_probs: bool = False) -> RecognitionResult:
