@@ -212,8 +212,7 @@ def main(conf: dict, scene: Scene, out: Path, overwrite: bool = False, train: bo
             with timer("recognizer"):
                 from .recognition import train as train_mod
 
-                sup = landmarks.training_labels(seg.tracks, seg.landmark, m.num_landmarks,
-                                                [f["keypoints"] for f in feats],
+                sup = landmarks.training_labels(seg.tracks.xyz, seg.landmark, [f["keypoints"] for f in feats],
                                                 [im.camera for im in scene.images], [im.pose for im in scene.images])
                 extra["recognizer"] = train_mod.main(
                     conf["recognizer"], training_images(feats, scene.names, sup),

@@ -175,7 +175,6 @@ def augmented_view(image: TrainingImage, rng: np.random.Generator, conf: dict,
     4. Gaussian descriptor noise (std ``U(0, descriptor_noise)``), clipped at 0 and L2-normalised.
     """
     xy = normalize_keypoints(image.keypoints, image.image_size)
-    desc, labels = image.descriptors, image.labels
     w, h = image.image_size
     half = np.array([w, h], dtype=np.float32) / max(w, h)  # frame half-extent in normalised units
 
@@ -185,26 +184,25 @@ def augmented_view(image: TrainingImage, rng: np.random.Generator, conf: dict,
     c, s = np.cos(angle), np.sin(angle)
     A = (np.array([[c, -s], [s, c]]) @ np.diag([zoom * aspect, zoom / aspect])).astype(np.float32)
     shift = rng.uniform(-conf["shift"], conf["shift"], size=2).astype(np.float32)
-    moved = xy @ A.T + shift
-    inside = np.all(np.abs(moved) <= half, axis=1)
+    xy = xy @ A.T + shift
+    inside = np.flatnonzero(np.all(np.abs(xy) <= half, axis=1))
     points = image.points_landmark
-    if inside.sum() >= max(conf["min_keypoints"], 1):
-        xy, desc, labels = moved[inside], desc[inside], labels[inside]
+    if len(inside) >= max(conf["min_keypoints"], 1):
         if points is not None:  # the visible points that stay in the cropped frame
             pxy = normalize_keypoints(image.points_xy, image.image_size) @ A.T + shift
             points = points[np.all(np.abs(pxy) <= half, axis=1)]
     else:  # crop would leave too little: keep the transform, skip the crop
-        xy = moved
+        inside = np.arange(len(xy))
 
     if num_keypoints is None:
         num_keypoints = int(rng.integers(conf["min_keypoints"], conf["max_keypoints"] + 1))
-    keep = rng.permutation(len(xy))[:num_keypoints]
-    xy, desc, labels = xy[keep], desc[keep], labels[keep]
+    keep = inside[rng.permutation(len(inside))[:num_keypoints]]
+    xy, desc, labels = xy[keep], image.descriptors[keep], image.labels[keep]
 
-    xy = xy + rng.normal(0, conf["jitter"], size=xy.shape).astype(np.float32)
+    xy = xy + conf["jitter"] * rng.standard_normal(xy.shape, dtype=np.float32)
     sigma = rng.uniform(0, conf["descriptor_noise"])
     if sigma > 0 and len(desc):
-        desc = np.maximum(desc + rng.normal(0, sigma, size=desc.shape).astype(np.float32), 0)
+        desc = np.maximum(desc + np.float32(sigma) * rng.standard_normal(desc.shape, dtype=np.float32), 0)
         desc = desc / np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-8)
     return View(xy.astype(np.float32), desc.astype(np.float32), labels, points)
 

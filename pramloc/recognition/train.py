@@ -55,7 +55,8 @@ default_conf = {
     "label_smoothing": 0.1,
     "background_weight": 0.1,   # loss weight of the background class (landmarks: 1)
     "visibility_weight": 1.0,   # loss weight of the landmark-visibility head
-    "patience": 40,             # epochs without a better validation accuracy before stopping (null: off)
+    "patience": 1000,           # steps without a better validation accuracy before stopping (null: off);
+                                # steps, not epochs: an epoch of a 12-image map is 2 steps
     "augment": {"scale": 0.35, "rotation": 15.0, "aspect": 0.1, "shift": 0.2, "jitter": 0.004,
                 "descriptor_noise": 0.03},
     "seed": 0,
@@ -243,7 +244,7 @@ def main(conf: dict, train_images: list[TrainingImage], num_landmarks: int, out_
             return evaluate(model, val, num_landmarks, conf["max_keypoints"], dev, batch_size,
                             class_weight, conf["label_smoothing"], conf["visibility_weight"])
 
-        best: dict = {"score": None, "state": None, "epoch": 0}
+        best: dict = {"score": None, "state": None, "epoch": 0, "step": 0}
 
         def validate(record: dict) -> None:
             """Validate, add the metrics to ``record``, keep the best weights so far."""
@@ -253,7 +254,7 @@ def main(conf: dict, train_images: list[TrainingImage], num_landmarks: int, out_
             record |= {"val_loss": metrics["loss"], "val_keypoint_accuracy": metrics["keypoint_accuracy"]}
             score = (metrics["keypoint_accuracy"], -metrics["loss"])
             if best["score"] is None or score > best["score"]:
-                best.update(score=score, state=copy.deepcopy(model.state_dict()), epoch=record["epoch"])
+                best.update(score=score, state=copy.deepcopy(model.state_dict()), epoch=record["epoch"], step=step)
 
         history, step, epoch, stop_reason = [], 0, 0, "epochs"
         bar = track(total=epochs, desc="recognizer")
@@ -294,7 +295,7 @@ def main(conf: dict, train_images: list[TrainingImage], num_landmarks: int, out_
             if elapsed > budget:
                 stop_reason = "time budget"
                 break
-            if conf["patience"] and best["score"] is not None and epoch - best["epoch"] >= conf["patience"]:
+            if conf["patience"] and best["score"] is not None and step - best["step"] >= conf["patience"]:
                 stop_reason = "early stopping"
                 break
         bar.close()
