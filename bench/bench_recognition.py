@@ -54,7 +54,7 @@ def gt_points(map_dir: Path, m) -> tuple[np.ndarray, np.ndarray]:
 
 def ground_truth(camera, pose, xyz, lm, kps, num_landmarks):
     """Query keypoint labels (N,) and visible points per landmark (L,): the projection of
-    the map's points with the true pose (the builder's own dense training labels)."""
+    the map's points with the true pose (the rule of the builder's training labels)."""
     from pramloc.landmarks import projected_labels
 
     return projected_labels(camera, pose, xyz, lm, kps, num_landmarks, radius=3.0, cell=8)
@@ -122,7 +122,7 @@ def run(scene: str, map_dir: Path | None = None) -> dict:
         args = (f["keypoints"][idx], f["descriptors"][idx], tuple(f["image_size"]))
         recog.recognize(*args)
         ts = []
-        for _ in range(10):
+        for _ in range(30):
             t = time.perf_counter()
             recog.recognize(*args)
             ts.append(time.perf_counter() - t)

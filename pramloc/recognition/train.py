@@ -5,10 +5,11 @@ stopping). Each step sees ``batch_size`` augmented views (:func:`.data.augmented
 the loss is cross-entropy with label smoothing and a down-weighted background class on
 the keypoints, plus (weight ``visibility_weight``) the cross-entropy of the visibility head
 against the share of each landmark among the map points visible in the view.
-AdamW, linear warm-up then cosine decay. The run stops after ``epochs`` epochs or when the
-time budget ``train_minutes`` is spent; with ``epochs: null`` the schedule is fitted to the
-time budget from the measured speed of the first epochs (then the run is not bit-exact
-reproducible, as it depends on the machine's speed; set ``epochs`` for that).
+AdamW, linear warm-up then cosine decay. The run stops after ``epochs`` epochs, when the
+time budget ``train_minutes`` is spent, or after ``patience`` steps without a better
+validation accuracy (the best weights are kept). With ``epochs: null`` the schedule is
+fitted to the time budget from the measured speed of the first epochs (then the run is
+not bit-exact reproducible, as it depends on the machine's speed; set ``epochs`` for that).
 """
 
 from __future__ import annotations
