@@ -52,14 +52,6 @@ def gt_points(map_dir: Path, m) -> tuple[np.ndarray, np.ndarray]:
     return xyz, nearest_landmark(xyz, m.landmark_centers)
 
 
-def ground_truth(camera, pose, xyz, lm, kps, num_landmarks):
-    """Query keypoint labels (N,) and visible points per landmark (L,): the projection of
-    the map's points with the true pose (the rule of the builder's training labels)."""
-    from pramloc.landmarks import projected_labels
-
-    return projected_labels(camera, pose, xyz, lm, kps, num_landmarks, radius=3.0, cell=8)
-
-
 def ranking_metrics(ranked: np.ndarray, counts: np.ndarray) -> dict:
     visible = counts >= 10
     dominant = int(np.argmax(counts))
@@ -72,6 +64,7 @@ def run(scene: str, map_dir: Path | None = None) -> dict:
 
     from pramloc.datasets import load_dataset
     from pramloc.features import extract_path
+    from pramloc.landmarks import projected_labels
     from pramloc.localize import DEFAULT_CONF
     from pramloc.mapio import load_map
     from pramloc.matching import match
@@ -93,7 +86,7 @@ def run(scene: str, map_dir: Path | None = None) -> dict:
     for im in queries.images:
         f = extract_path(queries.path(im.name), m.manifest["feature"])
         f = {**f, "keypoints": f["keypoints"][:n], "descriptors": f["descriptors"][:n]}
-        labels, counts = ground_truth(im.camera, im.pose, xyz, lm, f["keypoints"].astype(np.float64), L)
+        labels, counts = projected_labels(im.camera, im.pose, xyz, lm, f["keypoints"].astype(np.float64), L)
         if counts.max() < 10:
             continue
         r = recog.recognize(f["keypoints"], f["descriptors"], tuple(f["image_size"]))

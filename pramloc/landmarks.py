@@ -138,14 +138,6 @@ def sparsify(tracks: Tracks, points_per_image: int, min_track_length: int) -> np
     return keep
 
 
-def keypoint_labels(tracks: Tracks, point_landmark: np.ndarray, num_keypoints: list[int]) -> list[np.ndarray]:
-    """Per image, (N_i,) int64 labels of its keypoints: landmark + 1, or 0 (background)."""
-    labels = [np.zeros(n, np.int64) for n in num_keypoints]
-    for i, k, p in zip(tracks.obs_image, tracks.obs_kp, tracks.obs_point):
-        labels[i][k] = point_landmark[p] + 1
-    return labels
-
-
 def visible_points(camera, pose, xyz: np.ndarray, point_landmark: np.ndarray, cell: int = 8
                    ) -> tuple[np.ndarray, np.ndarray]:
     """The 3D points (P, 3) seen by a camera with ``pose`` (world-to-camera): projected into

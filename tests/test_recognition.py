@@ -45,7 +45,9 @@ def kitchen_labelled(tmp_path_factory, kitchen_root):
     sup = landmarks.training_labels(seg.tracks.xyz, seg.landmark, [f["keypoints"] for f in feats],
                                     [im.camera for im in scene.images], [im.pose for im in scene.images])
     images = build.training_images(feats, scene.names, sup)
-    by_obs = landmarks.keypoint_labels(seg.tracks, seg.landmark, [len(f["keypoints"]) for f in feats])
+    by_obs = [np.zeros(len(f["keypoints"]), np.int64) for f in feats]  # observed keypoints: their point's landmark
+    for i, k, p in zip(seg.tracks.obs_image, seg.tracks.obs_kp, seg.tracks.obs_point):
+        by_obs[i][k] = seg.landmark[p] + 1
     return images, by_obs, seg, scene
 
 

@@ -237,7 +237,7 @@ def main(conf: dict, train_images: list[TrainingImage], num_landmarks: int, out_
         num_threads = torch.get_num_threads()
         logger.info("Training the landmark recognizer (%d landmarks, %d parameters) on %d map images "
                     "(+%d for validation), %s (%d threads), budget %.1f min.", num_landmarks,
-                    model.num_parameters(), len(train), len(val), dev, torch.get_num_threads(), budget / 60)
+                    model.num_parameters(), len(train), len(val), dev, num_threads, budget / 60)
 
         def evaluate_val() -> dict | None:
             if not val:
