@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import resource
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import pycolmap
 
-from . import landmarks, logger, mapio, sfm
+from . import landmarks, logger, mapio, retrieval, sfm
 from . import features as features_mod
+from .config import PipelineConfig
 from .datasets import Scene
 from .errors import PramlocError
 from .geometry import Camera, Pose
 from .io import read_features
+from .timing import peak_memory_mb, timed
 
 
 def _hash(obj) -> str:
@@ -33,27 +33,6 @@ def _hash(obj) -> str:
 def cache_dir(out: Path) -> Path:
     out = Path(out)
     return out.parent / f".{out.name}.cache"
-
-
-class StageTimer:
-    """Wall time per stage and the process's peak resident memory (``ru_maxrss``)."""
-
-    def __init__(self):
-        self.times: dict[str, float] = {}
-
-    def __call__(self, name: str):
-        self._name = name
-        return self
-
-    def __enter__(self):
-        self._t = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.times[self._name] = round(time.perf_counter() - self._t, 3)
-
-    @property
-    def peak_mb(self) -> float:
-        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _scene_from_sfm(scene: Scene, rec: pycolmap.Reconstruction) -> Scene:
@@ -67,21 +46,11 @@ def _scene_from_sfm(scene: Scene, rec: pycolmap.Reconstruction) -> Scene:
     return Scene(scene.image_dir, images, dict(scene.source))
 
 
-def _sparse_model(scene: Scene, m: mapio.LandmarkMap, kp_of_obs: np.ndarray) -> pycolmap.Reconstruction:
+def _sparse_model(m: mapio.LandmarkMap, kp_of_obs: np.ndarray) -> pycolmap.Reconstruction:
     """A COLMAP model of the kept points: cameras, posed images whose 2D points are the
-    kept observations, and 3D points with their tracks."""
-    rec = pycolmap.Reconstruction()
-    cam_ids: dict[str, int] = {}
-    for i, (name, cam, pose) in enumerate(zip(m.image_names, m.cameras, m.poses), 1):
-        key = cam.to_string()
-        if key not in cam_ids:
-            c = cam.to_pycolmap()
-            c.camera_id = cam_ids[key] = len(cam_ids) + 1
-            rec.add_camera_with_trivial_rig(c)
-        s, e = m.image_offsets[i - 1], m.image_offsets[i]
-        image = pycolmap.Image(name=name, keypoints=kp_of_obs[s:e].astype(np.float64) + 0.5,
-                               camera_id=cam_ids[key], image_id=i)
-        rec.add_image_with_trivial_frame(image, pose.to_pycolmap())
+    kept observations (keypoints (N_obs, 2)), and 3D points with their tracks."""
+    rec = sfm.known_pose_model(m.image_names, m.cameras, m.poses,
+                               [kp_of_obs[s:e] for s, e in zip(m.image_offsets[:-1], m.image_offsets[1:])])
     tracks: dict[int, list] = {}
     for i in range(len(m.image_names)):
         for j, p in enumerate(m.image_point_ids(i)):
@@ -122,18 +91,7 @@ def assemble(scene: Scene, seg: landmarks.LandmarkSegmentation, feats: list[dict
     return m, kp_xy
 
 
-def training_images(feats: list[dict], names: list[str], sup: "landmarks.TrainingLabels"):
-    """Recognizer training data: every keypoint of every map image with its label, and the
-    map points visible in the image."""
-    from .recognition.data import TrainingImage
-
-    return [TrainingImage(name=n, keypoints=f["keypoints"], descriptors=f["descriptors"], labels=lab,
-                          image_size=(int(f["image_size"][0]), int(f["image_size"][1])),
-                          points_xy=pxy, points_landmark=plm)
-            for n, f, lab, pxy, plm in zip(names, feats, sup.labels, sup.points_xy, sup.points_landmark)]
-
-
-def main(conf: dict, scene: Scene, out: Path, overwrite: bool = False, train: bool = True,
+def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False, train: bool = True,
          device: str | None = None) -> dict:
     """Build a map of ``scene`` into ``out``. Returns the manifest (with stats and timings).
 
@@ -150,27 +108,27 @@ def main(conf: dict, scene: Scene, out: Path, overwrite: bool = False, train: bo
         raise PramlocError(f"{scene.image_dir}: need at least 2 map images, got {len(scene.images)}")
     use_sfm = not all(known)
 
-    timer = StageTimer()
+    times: dict[str, float] = {}
     cache = cache_dir(out)
     cache.mkdir(parents=True, exist_ok=True)
-    fconf = conf["features"]
-    feat_path = cache / f"features-{fconf['name']}-{_hash(fconf)}.h5"
-    with timer("features"):
-        features_mod.main(fconf, scene.image_dir, scene.names, feat_path)
+    fconf = conf.features.to_dict()
+    feat_path = cache / f"features-{conf.features.name}-{_hash(fconf)}.h5"
+    with timed(times, "features"):
+        features_mod.main(conf.features, scene.image_dir, scene.names, feat_path)
 
-    sfm_key = _hash([conf["triangulation"], fconf, scene.names, use_sfm,
+    sfm_key = _hash([conf.triangulation.to_dict(), fconf, scene.names, use_sfm,
                      [im.pose.qvec.tolist() + im.pose.tvec.tolist() for im in scene.images] if not use_sfm else None])
     sfm_path = cache / f"sfm-{sfm_key}"
-    with timer("sfm" if use_sfm else "triangulation"):
+    with timed(times, "sfm" if use_sfm else "triangulation"):
         if (sfm_path / "points3D.bin").exists():
             logger.info("Reusing the cached sparse model %s.", sfm_path)
             rec = pycolmap.Reconstruction(str(sfm_path))
         else:
             work = cache / "work"
             if use_sfm:
-                rec = sfm.reconstruct(scene, feat_path, work, {**conf["triangulation"], "seed": conf["landmarks"].get("seed", 0)})
+                rec = sfm.reconstruct(scene, feat_path, work, conf.triangulation, seed=conf.landmarks.seed)
             else:
-                rec = sfm.triangulate(scene, feat_path, work, conf["triangulation"])
+                rec = sfm.triangulate(scene, feat_path, work, conf.triangulation)
             tmp = cache / f".tmp-{sfm_key}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
@@ -188,36 +146,32 @@ def main(conf: dict, scene: Scene, out: Path, overwrite: bool = False, train: bo
                            "triangulated (check the poses and that the images overlap)")
 
     feats = [read_features(feat_path, n) for n in scene.names]
-    with timer("landmarks"):
-        seg = landmarks.build(rec, scene.names, [f["descriptors"] for f in feats], conf["landmarks"])
+    with timed(times, "landmarks"):
+        seg = landmarks.build(rec, scene.names, [f["descriptors"] for f in feats], conf.landmarks.to_dict())
         m, kp_xy = assemble(scene, seg, feats)
     stats["landmarks"] = seg.stats
 
-    with timer("retrieval"):
-        from .retrieval import VladIndex, build_vocabulary
-
-        descs = [f["descriptors"] for f in feats]
-        vocab = build_vocabulary(np.concatenate(descs), conf["retrieval"]["num_words"],
-                                 seed=conf["retrieval"].get("seed", 0))
-        index = VladIndex.build(vocab, descs, scene.names, storage=conf["retrieval"].get("storage", "int8"))
-        m.retrieval = {k: v for k, v in index.to_arrays().items() if k != "names"}
+    with timed(times, "retrieval"):
+        m.retrieval = retrieval.fit(conf.retrieval, [f["descriptors"] for f in feats]).to_arrays()
 
     staging = mapio.staging_dir(out)
     try:
         mapio.write_map_data(m, staging)
         (staging / mapio.SFM_DIR).mkdir()
-        _sparse_model(scene, m, kp_xy).write(str(staging / mapio.SFM_DIR))
-        extra = {"config": conf, "source": scene.source, "feature": fconf, "stats": stats}
+        _sparse_model(m, kp_xy).write(str(staging / mapio.SFM_DIR))
+        extra = {"config": conf.to_dict(), "source": scene.source, "feature": fconf,
+                 "retrieval": {"method": conf.retrieval.method}, "stats": stats}
         if train:
-            with timer("recognizer"):
+            with timed(times, "recognizer"):
+                from .recognition import supervision
                 from .recognition import train as train_mod
 
-                sup = landmarks.training_labels(seg.tracks.xyz, seg.landmark, [f["keypoints"] for f in feats],
-                                                [im.camera for im in scene.images], [im.pose for im in scene.images])
+                sup = supervision.training_labels(seg.tracks.xyz, seg.landmark, [f["keypoints"] for f in feats],
+                                                  [im.camera for im in scene.images], [im.pose for im in scene.images])
                 extra["recognizer"] = train_mod.main(
-                    conf["recognizer"], training_images(feats, scene.names, sup),
+                    conf.recognizer, supervision.training_images(feats, scene.names, sup),
                     m.num_landmarks, staging / mapio.RECOGNIZER, device=device)
-        extra.update(timings=timer.times, peak_memory_mb=timer.peak_mb)
+        extra.update(timings={k: round(v, 3) for k, v in times.items()}, peak_memory_mb=peak_memory_mb())
         manifest = mapio.write_manifest(staging, m, extra)
         mapio.commit(staging, out, overwrite)
     except BaseException:

@@ -10,8 +10,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from . import logger
+from . import datasets, logger
 from .errors import PramlocError
+
+DATASETS = click.Choice(datasets.names())  # layouts registered in pramloc/datasets/
 
 
 def handle_errors(func):
@@ -48,11 +50,11 @@ def main(verbose: int, quiet: bool):
 
 # --- map commands ---
 
-DATASET_PRESETS = {"7scenes": "indoor", "strecha": "outdoor", "colmap": "outdoor", "images": "outdoor"}
+IMAGES_PRESET = "outdoor"  # --images (with or without --colmap); a --dataset layout names its own
 
 
 @main.command("build-map")
-@click.option("--dataset", type=click.Choice(["7scenes", "strecha"]), help="A dataset in its native layout.")
+@click.option("--dataset", type=DATASETS, help="A dataset in its native layout.")
 @click.option("--root", type=click.Path(path_type=Path), help="Dataset root (with --dataset).")
 @click.option("--images", type=click.Path(path_type=Path), help="Image folder (with --colmap, or alone for SfM).")
 @click.option("--colmap", "colmap_model", type=click.Path(path_type=Path), help="COLMAP model (text or binary) with trusted poses.")
@@ -67,23 +69,21 @@ DATASET_PRESETS = {"7scenes": "indoor", "strecha": "outdoor", "colmap": "outdoor
 @handle_errors
 def build_map(dataset, root, images, colmap_model, split, out, preset, overrides, train_minutes, no_train, device, overwrite):
     """Build a landmark map from images (+ known poses, or structure-from-motion)."""
-    from . import build, datasets
+    from . import build
     from .config import load_config
 
     if dataset:
-        if root is None:
-            raise PramlocError("--dataset needs --root")
-        scene, kind, name = datasets.load_dataset(dataset, root, split), dataset, Path(root).name
+        scene, default_preset, name = datasets.load_dataset(dataset, root, split), datasets.get(dataset).preset, Path(root).name
     elif images is not None:
-        kind = "colmap" if colmap_model else "images"
         scene = (datasets.load_colmap(images, colmap_model, split) if colmap_model
                  else datasets.load_images(images, split))
+        default_preset = IMAGES_PRESET
         name = Path(images).resolve().name if Path(images).resolve().name != "images" else Path(images).resolve().parent.name
     else:
         raise PramlocError("give --dataset with --root, or --images (with --colmap for known poses)")
-    conf = load_config(preset or DATASET_PRESETS[kind], list(overrides))
+    conf = load_config(preset or default_preset, list(overrides))
     if train_minutes is not None:
-        conf["recognizer"]["train_minutes"] = train_minutes
+        conf.recognizer.train_minutes = train_minutes
     out = out or Path("maps") / name
     manifest = build.main(conf, scene, out, overwrite=overwrite, train=not no_train, device=device)
     s = manifest["stats"]["model"]
@@ -136,16 +136,13 @@ def viz_map(map_path, out_dir, no_png):
         click.echo(f"{kind}: {path}")
 
 
-# --- recognizer commands ---
-
-
 # --- localize commands ---
 
 
 @main.command()
 @click.argument("map_path", type=click.Path(path_type=Path))
 @click.argument("image", required=False, type=click.Path(path_type=Path))
-@click.option("--dataset", type=click.Choice(["7scenes", "strecha"]), help="Queries from a dataset in its native layout.")
+@click.option("--dataset", type=DATASETS, help="Queries from a dataset in its native layout.")
 @click.option("--root", type=click.Path(path_type=Path), help="Dataset root (with --dataset).")
 @click.option("--images", type=click.Path(path_type=Path), help="Folder of the query images (with --queries).")
 @click.option("--queries", type=click.Path(path_type=Path), help="Split file (--dataset) or hloc query list 'name MODEL W H params...'.")
@@ -153,17 +150,16 @@ def viz_map(map_path, out_dir, no_png):
 @click.option("--mode", type=click.Choice(["auto", "recognition", "retrieval"]), default="auto", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), help="Results file (name qw qx qy qz tx ty tz).")
 @click.option("--log", "log_path", type=click.Path(path_type=Path), help="JSON-lines log (default: OUT_log.jsonl).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a localization setting.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a localization setting (pramloc/config.py).")
 @click.option("--device", default=None, help="cpu or cuda.")
 @handle_errors
 def localize(map_path, image, dataset, root, images, queries, camera, mode, out, log_path, overrides, device):
     """Localize query images against a map (6-DoF, world-to-camera)."""
     from . import localize as loc_mod
-    from .config import parse_overrides
+    from .config import localization_config
     from .geometry import Camera
 
-    conf = parse_overrides([o if o.startswith("localization.") else "localization." + o for o in overrides])
-    conf = conf.get("localization", {})
+    conf = localization_config(list(overrides))
     default_cam = Camera.from_string(camera) if camera else None
     if image is not None:
         if default_cam is None:
@@ -188,7 +184,7 @@ def localize(map_path, image, dataset, root, images, queries, camera, mode, out,
 
 @main.command("evaluate")
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--dataset", type=click.Choice(["7scenes", "strecha"]), help="Ground truth from a dataset (with --root).")
+@click.option("--dataset", type=DATASETS, help="Ground truth from a dataset (with --root).")
 @click.option("--root", type=click.Path(path_type=Path), help="Dataset folder.")
 @click.option("--gt-model", type=click.Path(path_type=Path), help="Ground truth as a COLMAP model folder.")
 @click.option("--gt-poses", type=click.Path(path_type=Path), help="Ground truth as 'name qw qx qy qz tx ty tz' lines.")

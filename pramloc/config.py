@@ -1,13 +1,24 @@
-"""Named presets from ``configs/*.yaml`` merged with overrides.
+"""One typed configuration per pipeline stage, in the spirit of pycolmap's options.
 
-A preset may name a ``base`` preset it extends. Overrides are nested dicts or
-``"section.key=value"`` strings (values parsed as YAML).
+Each dataclass below holds the only copy of its stage's defaults. Presets
+(``configs/*.yaml``) and ``--set section.key=value`` overrides hold only what differs;
+:meth:`StageConfig.from_dict` rejects an unknown key or a value of the wrong type with an
+error naming the key and the closest valid one.
+
+- :class:`PipelineConfig` (``build-map``): sections ``features``, ``triangulation``,
+  ``landmarks``, ``recognizer``, ``retrieval``;
+- :class:`LocalizationConfig` (``localize``): section ``localization``.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -18,6 +29,205 @@ if not CONFIG_DIR.is_dir():  # running from a checkout: configs/ sits beside the
     CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 PRESETS = ("indoor", "outdoor")
+
+
+def _closest(key: str, valid) -> str:
+    near = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.0)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (parsed from YAML) fits the annotation ``hint``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        return isinstance(value, list) and all(item is Any or _type_ok(v, item) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return isinstance(value, hint)
+
+
+@dataclass
+class StageConfig:
+    """Base of the stage configurations: construction from a (partial) dict, checked."""
+
+    @classmethod
+    def from_dict(cls, values: dict | None, section: str = "") -> "StageConfig":
+        """Defaults updated with ``values``; unknown keys and wrong types raise
+        :class:`PramlocError` naming ``section.key``."""
+        values = values or {}
+        if not isinstance(values, dict):
+            raise PramlocError(f"config section {section!r} must be a mapping, got {values!r}")
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key, value in values.items():
+            where = f"{section}.{key}" if section else str(key)
+            if key not in names:
+                raise PramlocError(f"unknown config key {where!r}{_closest(str(key), names)}")
+            if not _type_ok(value, hints[key]):
+                raise PramlocError(f"config key {where!r} must be {_type_name(hints[key])}, got {value!r}")
+        defaults = cls()
+        merged = {k: deep_merge(getattr(defaults, k), v) if isinstance(v, dict) else copy.deepcopy(v)
+                  for k, v in values.items()}  # a nested dict (e.g. ``augment``) updates its default
+        return cls(**merged)
+
+    @classmethod
+    def of(cls, conf: "StageConfig | dict | None", section: str = "") -> "StageConfig":
+        """``conf`` itself if already typed, else :meth:`from_dict`."""
+        return conf if isinstance(conf, cls) else cls.from_dict(conf, section)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _type_name(hint) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+@dataclass
+class FeatureConfig(StageConfig):
+    """Local features (``pramloc/features/``)."""
+
+    name: str = "sift"            # registry name (pramloc/features/)
+    max_side: int | None = 640    # images are resized so that max(W, H) <= max_side (null: never)
+    max_keypoints: int | None = 2048  # strongest kept (null: all)
+    root_sift: bool = True
+
+
+@dataclass
+class TriangulationConfig(StageConfig):
+    """Sparse model (``pramloc/sfm.py``): pairs, matching and pycolmap triangulation."""
+
+    num_pairs: int = 20                      # map images matched per image (nearest by pose, known poses)
+    max_pair_distance: float | None = 3.0    # metres between camera centres for a pair (null: any)
+    min_overlap_angle: float = 60.0          # degrees between viewing directions for a pair
+    ratio: float = 0.9                       # ratio test of the pairwise matching
+    max_epipolar_error: float = 4.0          # px, Sampson distance to the known-pose epipolar line
+    max_reproj_error: float = 4.0            # px
+    min_tri_angle: float = 1.5               # degrees
+
+
+@dataclass
+class LandmarksConfig(StageConfig):
+    """Outlier removal, sparsification and landmark clustering (``pramloc/landmarks.py``)."""
+
+    num_landmarks: int = 32
+    min_points_per_landmark: int = 30   # fewer landmarks on small maps
+    outlier_neighbors: int = 20         # open3d statistical outlier removal
+    outlier_std_ratio: float = 2.0
+    min_track_length: int = 3
+    points_per_image: int = 200         # sparsification: best points kept per map image
+    seed: int = 0                       # also the seed of structure-from-motion
+
+
+@dataclass
+class RecognizerConfig(StageConfig):
+    """Landmark recognizer model and training (``pramloc/recognition/``)."""
+
+    # model (CPU-sized: 0.22M parameters, ~19 ms per query at 1024 keypoints; see ``cuda``)
+    width: int = 96
+    layers: int = 2
+    heads: int = 2
+    mlp_ratio: int = 2
+    dropout: float = 0.0
+    fourier_sigma: float = 10.0   # init std of the positional Fourier frequencies (per normalised unit)
+    # data
+    max_keypoints: int = 1024     # keypoints of a validation image (the first ones)
+    train_keypoints: list[int] = field(default_factory=lambda: [128, 384])  # range per training view
+    val_fraction: float = 0.1     # share of the map images held out for validation
+    val_every: int = 2            # epochs between validations (and at the end)
+    # optimisation
+    train_minutes: float = 9.5    # time budget (hard stop); the lr schedule is fitted to it
+    epochs: int | None = None     # null: as many as fit in train_minutes
+    max_epochs: int = 2000
+    batch_size: int = 8
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 30
+    label_smoothing: float = 0.1
+    background_weight: float = 0.1  # loss weight of the background class (landmarks: 1)
+    visibility_weight: float = 1.0  # loss weight of the landmark-visibility head (ranks the landmarks)
+    patience: int | None = 1000   # steps without a better validation accuracy before stopping (null: off);
+                                  # steps, not epochs: an epoch of a 12-image map is 2 steps
+    augment: dict = field(default_factory=lambda: {
+        "scale": 0.35, "rotation": 15.0, "aspect": 0.1, "shift": 0.2, "jitter": 0.004, "descriptor_noise": 0.03})
+    seed: int = 0
+    device: str = "cpu"           # cpu | cuda | auto (cuda if available)
+    num_threads: int | None = None  # CPU threads (null: the idle cores, 1..8, see train.default_threads)
+    # overrides when training on a GPU: a larger model and views
+    cuda: dict = field(default_factory=lambda: {
+        "width": 256, "layers": 4, "heads": 4, "batch_size": 16, "train_keypoints": [256, 1024]})
+
+
+@dataclass
+class RetrievalConfig(StageConfig):
+    """Global-descriptor retrieval (``pramloc/retrieval/``)."""
+
+    method: str = "vlad"        # registry name (pramloc/retrieval/)
+    num_words: int = 16         # VLAD vocabulary size
+    storage: str = "int8"       # VLAD vector storage: int8 | float16
+    top_k: int = 10             # map images retrieved per query
+    seed: int = 0
+
+
+@dataclass
+class LocalizationConfig(StageConfig):
+    """Per-query localization (``pramloc/localize.py``); pixel values are at the
+    feature-extraction resolution (scaled for larger images)."""
+
+    min_inliers: int = 30           # accept a pose with at least this many PnP inliers
+    ransac_max_error: float = 8.0   # px, RANSAC threshold of the first pose
+    refine_max_error: float = 4.0   # px, RANSAC threshold of the refined pose
+    ratio: float = 0.9              # ratio test of the 2D-3D matching
+    recognition_keypoints: int = 1024  # keypoints labelled by the recognizer (the strongest)
+    max_landmarks: int = 6          # recognized landmarks matched, highest predicted visibility first
+    min_votes: float = 3.0          # below: recognition is unsure -> fallback (auto)
+    confident_inliers: int = 100    # auto: below, retrieval is tried too and the pose with more inliers wins
+    refine_radius: float = 12.0     # px, search radius of the matching by projection
+    covisible_images: int = 10      # map images (most co-visible with the first inliers) joining the refinement
+    seed: int = 0
+
+
+SECTIONS: dict[str, type[StageConfig]] = {
+    "features": FeatureConfig,
+    "triangulation": TriangulationConfig,
+    "landmarks": LandmarksConfig,
+    "recognizer": RecognizerConfig,
+    "retrieval": RetrievalConfig,
+}
+
+
+@dataclass
+class PipelineConfig:
+    """Everything ``build-map`` needs: one typed section per stage, and the preset's name."""
+
+    name: str = ""
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)
+    landmarks: LandmarksConfig = field(default_factory=LandmarksConfig)
+    recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "PipelineConfig":
+        """Sections from a nested dict (a merged preset); unknown sections and keys raise."""
+        values = dict(values or {})
+        name = values.pop("name", "")
+        for key in values:
+            if key not in SECTIONS:
+                raise PramlocError(f"unknown config section {key!r}{_closest(str(key), [*SECTIONS, 'name'])}")
+        return cls(name=str(name), **{k: SECTIONS[k].from_dict(v, k) for k, v in values.items()})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -40,8 +250,9 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def load_config(preset: str | Path = "indoor", overrides: dict | list[str] | None = None) -> dict:
-    """Preset name (``indoor``/``outdoor``) or a YAML path, merged with ``overrides``."""
+def _preset_overrides(preset: str | Path) -> dict:
+    """The overrides of a preset name (``indoor``/``outdoor``) or YAML file, with those of
+    the ``base`` preset it names (if any) underneath."""
     path = Path(preset)
     if not path.suffix:
         path = CONFIG_DIR / f"{preset}.yaml"
@@ -49,13 +260,31 @@ def load_config(preset: str | Path = "indoor", overrides: dict | list[str] | Non
             raise PramlocError(f"unknown config preset {preset!r} (known: {', '.join(PRESETS)})")
     conf = _read_yaml(path)
     if "base" in conf:
-        conf = deep_merge(load_config(conf.pop("base")), conf)
+        conf = deep_merge(_preset_overrides(conf.pop("base")), conf)
+    return conf
+
+
+def load_config(preset: str | Path = "indoor", overrides: dict | list[str] | None = None) -> PipelineConfig:
+    """The defaults, updated by a preset (name or YAML path), then by ``overrides``
+    (nested dict or ``section.key=value`` strings)."""
     if isinstance(overrides, (list, tuple)):
         overrides = parse_overrides(overrides)
-    return deep_merge(conf, overrides or {})
+    return PipelineConfig.from_dict(deep_merge(_preset_overrides(preset), overrides or {}))
+
+
+def localization_config(overrides: dict | list[str] | None = None) -> LocalizationConfig:
+    """:class:`LocalizationConfig` from ``key=value`` (or ``localization.key=value``) strings
+    or a dict, through the same parsing and checks as :func:`load_config`."""
+    if isinstance(overrides, (list, tuple)):
+        overrides = parse_overrides(overrides)
+    overrides = dict(overrides or {})
+    nested = overrides.pop("localization", {})
+    return LocalizationConfig.from_dict(deep_merge(overrides, nested) if isinstance(nested, dict) else nested,
+                                        "localization")
 
 
 def parse_overrides(items: list[str]) -> dict:
+    """``["section.key=value", ...]`` -> nested dict (values parsed as YAML)."""
     out: dict = {}
     for item in items:
         if "=" not in item:
@@ -65,5 +294,7 @@ def parse_overrides(items: list[str]) -> dict:
         parts = key.strip().split(".")
         for p in parts[:-1]:
             d = d.setdefault(p, {})
+            if not isinstance(d, dict):
+                raise PramlocError(f"override {item!r}: {p!r} is not a section")
         d[parts[-1]] = yaml.safe_load(value)
     return out

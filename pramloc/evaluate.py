@@ -163,14 +163,12 @@ def load_ground_truth(dataset: str | None = None, root: Path | None = None, gt_m
     if dataset is not None:
         from .datasets import apply_split, load_dataset
 
-        if root is None:
-            raise PramlocError(f"--dataset {dataset} needs --root DIR")
         scene = load_dataset(dataset, root)
         gt = {im.name: im.pose for im in scene.images if im.pose is not None}
         names = apply_split(scene.names, queries, root) if queries else list(gt)
     else:
         if gt_model is not None:
-            from .datasets.colmap import read_colmap_model
+            from .io.colmap import read_colmap_model
 
             rec = read_colmap_model(gt_model)
             gt = {im.name: Pose.from_pycolmap(im.cam_from_world()) for im in rec.images.values() if im.has_pose}

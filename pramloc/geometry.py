@@ -6,6 +6,7 @@ Pose convention everywhere: **world-to-camera** (COLMAP's ``cam_from_world``),
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,7 +14,8 @@ from scipy.spatial.transform import Rotation
 
 from .errors import PramlocError
 
-# COLMAP camera models we accept, with their number of parameters.
+# The camera-model table. COLMAP camera models we accept for cameras (a subset of
+# :func:`colmap_camera_models`), with their number of parameters.
 CAMERA_MODELS: dict[str, int] = {
     "SIMPLE_PINHOLE": 3,
     "PINHOLE": 4,
@@ -22,6 +24,22 @@ CAMERA_MODELS: dict[str, int] = {
     "OPENCV": 8,
 }
 MAX_IMAGE_SIDE = 1 << 20  # pixels; larger sizes are parse errors, not images
+
+
+@functools.cache
+def colmap_camera_models() -> dict[str, tuple[int, int]]:
+    """COLMAP camera models known to the installed pycolmap: name -> (id, number of params)."""
+    import pycolmap
+
+    out = {}
+    for name, model_id in pycolmap.CameraModelId.__members__.items():
+        if int(model_id) < 0:
+            continue
+        try:
+            out[name] = (int(model_id), len(pycolmap.Camera.create_from_model_name(1, name, 1.0, 2, 2).params))
+        except Exception:  # a model pycolmap lists but cannot create: not accepted here
+            continue
+    return out
 
 
 @dataclass

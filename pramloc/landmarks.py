@@ -181,39 +181,7 @@ def projected_labels(camera, pose, xyz: np.ndarray, point_landmark: np.ndarray, 
     return _labels_near(uv, lm, keypoints, radius), np.bincount(lm, minlength=num_landmarks)
 
 
-@dataclass
-class TrainingLabels:
-    """Recognizer supervision of the map images (lists indexed like the images).
-
-    - ``labels[i]`` (N_i,) int64 keypoint labels (0 = background, l + 1 = landmark l);
-    - ``points_xy[i]`` (M_i, 2) float32 pixels and ``points_landmark[i]`` (M_i,) int64:
-      the map points visible in image i (targets of the landmark-visibility head).
-    """
-
-    labels: list[np.ndarray]
-    points_xy: list[np.ndarray]
-    points_landmark: list[np.ndarray]
-
-
-def training_labels(xyz: np.ndarray, point_landmark: np.ndarray, keypoints: list[np.ndarray], cameras: list,
-                    poses: list, radius: float = 3.0) -> TrainingLabels:
-    """Recognizer training labels of the map images: :func:`projected_labels`, the rule of
-    the query ground truth of the benchmark, on the map's triangulated points (P, 3).
-
-    Every keypoint within ``radius`` px of a visible projected point takes the landmark of
-    the nearest one, observed (triangulated from this keypoint) or not. Labelling observed
-    keypoints with their own point's landmark instead disagrees with this rule on about a
-    third of them (7-Scenes: hidden by a nearer point of their 8 px cell, or nearer to
-    another point's projection), and a model taught one rule and scored on the other
-    loses about 4 points of keypoint accuracy on queries.
-    """
-    labels, pxy, plm = [], [], []
-    for kp, cam, pose in zip(keypoints, cameras, poses):
-        uv, lm = visible_points(cam, pose, xyz, point_landmark)
-        labels.append(_labels_near(uv, lm, kp, radius))
-        pxy.append(uv.astype(np.float32))
-        plm.append(lm.astype(np.int64))
-    return TrainingLabels(labels, pxy, plm)
+# Recognizer supervision (TrainingLabels, training_labels) lives in pramloc.recognition.supervision.
 
 
 @dataclass

@@ -15,7 +15,6 @@ Poses are world-to-camera. Keypoints are in pixels of the original query image.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,30 +22,16 @@ import numpy as np
 import torch
 
 from . import logger
-from .config import deep_merge
+from .config import LocalizationConfig
 from .errors import PramlocError
 from .features import extract_image, extract_path
 from .geometry import Camera, Pose
 from .mapio import LandmarkMap, load_map, retrieval_index
 from .matching import match
 from .registration import PoseEstimate, estimate_pose, refine_by_projection
+from .timing import timed as _Timer
 
 MODES = ("recognition", "retrieval", "auto")
-
-DEFAULT_CONF = {
-    "min_inliers": 30,          # accept a pose with at least this many PnP inliers
-    "ransac_max_error": 8.0,    # px at the feature-extraction resolution (scaled for larger images)
-    "refine_max_error": 4.0,    # px (as above), RANSAC threshold of the refined pose
-    "ratio": 0.9,               # ratio test of the 2D-3D matching
-    "recognition_keypoints": 1024,  # keypoints labelled by the recognizer (the strongest)
-    "max_landmarks": 6,         # recognized landmarks matched, highest predicted visibility first
-    "min_votes": 3.0,           # below: recognition is unsure -> fallback (auto)
-    "confident_inliers": 100,   # auto: below, retrieval is tried too and the pose with more inliers wins
-    "refine_radius": 12.0,      # px (as above), search radius of the matching by projection
-    "covisible_images": 10,     # map images (most co-visible with the first inliers) whose points join the refinement
-    "seed": 0,
-}
-
 
 @dataclass
 class QueryResult:
@@ -73,17 +58,6 @@ class QueryResult:
         return d
 
 
-class _Timer:
-    def __init__(self, times: dict, name: str):
-        self.times, self.name = times, name
-
-    def __enter__(self):
-        self.t = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.times[self.name] = self.times.get(self.name, 0.0) + time.perf_counter() - self.t
-
-
 class Localizer:
     """Loads a map once and localizes query images against it.
 
@@ -91,13 +65,13 @@ class Localizer:
     >>> result = loc.localize("query.jpg", Camera.from_string("PINHOLE 640 480 525 525 320 240"))
     """
 
-    def __init__(self, map_path: Path | LandmarkMap, mode: str = "auto", conf: dict | None = None,
+    def __init__(self, map_path: Path | LandmarkMap, mode: str = "auto", conf: LocalizationConfig | dict | None = None,
                  device: str | None = None):
         if mode not in MODES:
             raise PramlocError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
         self.map = map_path if isinstance(map_path, LandmarkMap) else load_map(map_path)
         mconf = self.map.manifest.get("config", {})
-        self.conf = deep_merge(DEFAULT_CONF, conf or {})
+        self.conf = LocalizationConfig.of(conf, "localization").to_dict()
         self.feature_conf = self.map.manifest["feature"]
         self.retrieval_conf = mconf.get("retrieval", {"top_k": 10})
         self.mode = mode
@@ -197,7 +171,7 @@ class Localizer:
     def _retrieval_path(self, kps, desc, desc_np, camera, res: QueryResult, px: float):
         times = res.times
         with _Timer(times, "retrieval"):
-            idx, _ = self.index.search(self.index.vlad(desc_np), self.retrieval_conf.get("top_k", 10))
+            idx, _ = self.index.search(self.index.describe(desc_np), self.retrieval_conf.get("top_k", 10))
             res.retrieved = [self.map.image_names[i] for i in idx]
             pts = np.unique(np.concatenate([self.map.image_point_ids(i) for i in idx]))
         with _Timer(times, "matching"):
@@ -262,8 +236,6 @@ def query_list(dataset: str | None = None, root: Path | None = None, images: Pat
     from .io import read_query_list
 
     if dataset:
-        if root is None:
-            raise PramlocError("--dataset needs --root")
         scene = load_dataset(dataset, root, queries)
         return [(im.name, scene.path(im.name), im.camera or camera) for im in scene.images]
     if images is None or queries is None:
@@ -278,11 +250,12 @@ def query_list(dataset: str | None = None, root: Path | None = None, images: Pat
 
 
 def main(map_path: Path, queries: list[tuple[str, Path, Camera]], out: Path, mode: str = "auto",
-         conf: dict | None = None, device: str | None = None, log_path: Path | None = None) -> dict:
+         conf: LocalizationConfig | dict | None = None, device: str | None = None, log_path: Path | None = None) -> dict:
     """Localize ``queries`` ((name, image path, camera) triples) and stream the results:
     ``out`` gets ``name qw qx qy qz tx ty tz`` per localized query (hloc format) and
     ``log_path`` (default ``out`` + ``_log.jsonl``) one JSON record per query, failed
     ones included. Returns a summary."""
+    from .io import pose_line
     from .progress import track
 
     loc = Localizer(map_path, mode, conf, device)
@@ -297,7 +270,7 @@ def main(map_path: Path, queries: list[tuple[str, Path, Camera]], out: Path, mod
             counts[r.path] += 1
             totals.append(sum(r.times.values()))
             if r.pose is not None:
-                fo.write(name + " " + " ".join(f"{v:.10g}" for v in (*r.pose.qvec, *r.pose.tvec)) + "\n")
+                fo.write(pose_line(name, r.pose))
             else:
                 logger.debug("%s: failed: %s", name, r.reason)
             fl.write(json.dumps(r.log_record()) + "\n")

@@ -14,6 +14,7 @@ import numpy as np
 import pycolmap
 
 from . import logger
+from .config import TriangulationConfig
 from .datasets import Scene
 from .errors import PramlocError
 from .geometry import Camera, Pose
@@ -67,15 +68,6 @@ def sampson_error(F: np.ndarray, x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
     return num / np.maximum(den, 1e-12)
 
 
-def _camera_ids(scene: Scene) -> dict[str, int]:
-    """One COLMAP camera per distinct intrinsics; name -> camera_id (1-based)."""
-    keys, ids = {}, {}
-    for im in scene.images:
-        key = im.camera.to_string()
-        ids[im.name] = keys.setdefault(key, len(keys) + 1)
-    return ids
-
-
 def _write_database(db_path: Path, scene: Scene, features: Path, rec: pycolmap.Reconstruction | None):
     """Cameras, rigs, frames, images and keypoints into a new COLMAP database."""
     if db_path.exists():
@@ -112,19 +104,24 @@ def _write_database(db_path: Path, scene: Scene, features: Path, rec: pycolmap.R
             db.write_keypoints(i, kps)
 
 
-def _known_pose_reconstruction(scene: Scene, features: Path) -> pycolmap.Reconstruction:
+def known_pose_model(names: list[str], cameras: list[Camera], poses: list[Pose],
+                     keypoints: list[np.ndarray]) -> pycolmap.Reconstruction:
+    """A pycolmap model of posed images without 3D points: one camera per distinct
+    intrinsics (ids 1.. in order of first use), image ``i`` (id ``i + 1``) named ``names[i]``
+    with world-to-camera pose ``poses[i]`` and 2D points ``keypoints[i]`` (N_i, 2) in the
+    features' convention (pixel centres at integers; COLMAP's + 0.5 is added here)."""
     rec = pycolmap.Reconstruction()
-    cam_ids = _camera_ids(scene)
-    for im in scene.images:
-        cid = cam_ids[im.name]
-        if not rec.exists_camera(cid):
-            cam = im.camera.to_pycolmap()
-            cam.camera_id = cid
-            rec.add_camera_with_trivial_rig(cam)
-    for i, im in enumerate(scene.images, 1):
-        kps = read_features(features, im.name)["keypoints"].astype(np.float64) + 0.5
-        image = pycolmap.Image(name=im.name, keypoints=kps, camera_id=cam_ids[im.name], image_id=i)
-        rec.add_image_with_trivial_frame(image, im.pose.to_pycolmap())
+    cam_ids: dict[str, int] = {}
+    for cam in cameras:
+        key = cam.to_string()
+        if key not in cam_ids:
+            c = cam.to_pycolmap()
+            c.camera_id = cam_ids[key] = len(cam_ids) + 1
+            rec.add_camera_with_trivial_rig(c)
+    for i, (name, cam, pose, kps) in enumerate(zip(names, cameras, poses, keypoints), 1):
+        image = pycolmap.Image(name=name, keypoints=np.asarray(kps, np.float64) + 0.5,
+                               camera_id=cam_ids[cam.to_string()], image_id=i)
+        rec.add_image_with_trivial_frame(image, pose.to_pycolmap())
     return rec
 
 
@@ -153,7 +150,7 @@ def _match_pairs(scene: Scene, features: Path, pairs: list[tuple[str, str]], rat
     return out
 
 
-def triangulate(scene: Scene, features: Path, work_dir: Path, conf: dict) -> pycolmap.Reconstruction:
+def triangulate(scene: Scene, features: Path, work_dir: Path, conf: TriangulationConfig) -> pycolmap.Reconstruction:
     """Triangulate 3D points with the scene's known cameras and poses (kept fixed).
 
     Returns the reconstruction; its ``points2D`` are the features file's keypoints
@@ -164,12 +161,12 @@ def triangulate(scene: Scene, features: Path, work_dir: Path, conf: dict) -> pyc
     missing = [im.name for im in scene.images if im.pose is None or im.camera is None]
     if missing:
         raise PramlocError(f"image {missing[0]!r} has no known pose or camera; cannot triangulate")
-    pairs = pairs_from_poses(scene, conf["num_pairs"], conf.get("max_pair_distance"),
-                             conf.get("min_overlap_angle", 90))
+    pairs = pairs_from_poses(scene, conf.num_pairs, conf.max_pair_distance, conf.min_overlap_angle)
     logger.info("Matching %d image pairs selected by pose.", len(pairs))
-    matches = _match_pairs(scene, features, pairs, conf.get("ratio", 0.9), known_poses=True,
-                           max_epipolar_error=conf.get("max_epipolar_error", 4.0))
-    rec = _known_pose_reconstruction(scene, features)
+    matches = _match_pairs(scene, features, pairs, conf.ratio, known_poses=True,
+                           max_epipolar_error=conf.max_epipolar_error)
+    rec = known_pose_model(scene.names, [im.camera for im in scene.images], [im.pose for im in scene.images],
+                           [read_features(features, n)["keypoints"] for n in scene.names])
     db_path = work_dir / "database.db"
     _write_database(db_path, scene, features, rec)
     ids = {n: i for i, n in enumerate(scene.names, 1)}
@@ -180,11 +177,11 @@ def triangulate(scene: Scene, features: Path, work_dir: Path, conf: dict) -> pyc
             db.write_two_view_geometry(ids[a], ids[b], pycolmap.TwoViewGeometry(
                 config=pycolmap.TwoViewGeometryConfiguration.CALIBRATED, inlier_matches=m))
     opts = pycolmap.IncrementalPipelineOptions()
-    opts.triangulation.min_angle = conf.get("min_tri_angle", 1.5)
-    opts.triangulation.complete_max_reproj_error = conf.get("max_reproj_error", 4.0)
-    opts.triangulation.merge_max_reproj_error = conf.get("max_reproj_error", 4.0)
+    opts.triangulation.min_angle = conf.min_tri_angle
+    opts.triangulation.complete_max_reproj_error = conf.max_reproj_error
+    opts.triangulation.merge_max_reproj_error = conf.max_reproj_error
     opts.triangulation.ignore_two_view_tracks = False
-    opts.mapper.filter_max_reproj_error = conf.get("max_reproj_error", 4.0)
+    opts.mapper.filter_max_reproj_error = conf.max_reproj_error
     out = work_dir / "triangulated"
     out.mkdir(exist_ok=True)
     logger.info("Triangulating with known poses (pycolmap).")
@@ -194,8 +191,10 @@ def triangulate(scene: Scene, features: Path, work_dir: Path, conf: dict) -> pyc
     return rec
 
 
-def reconstruct(scene: Scene, features: Path, work_dir: Path, conf: dict) -> pycolmap.Reconstruction:
-    """Structure-from-motion from images alone (exhaustive pairs, incremental mapping).
+def reconstruct(scene: Scene, features: Path, work_dir: Path, conf: TriangulationConfig,
+                seed: int = 0) -> pycolmap.Reconstruction:
+    """Structure-from-motion from images alone (exhaustive pairs, incremental mapping
+    seeded with ``seed``).
 
     Returns the largest model; images it could not register are dropped with a warning.
     """
@@ -203,7 +202,7 @@ def reconstruct(scene: Scene, features: Path, work_dir: Path, conf: dict) -> pyc
     work_dir.mkdir(parents=True, exist_ok=True)
     pairs = exhaustive_pairs(scene.names)
     logger.info("Structure-from-motion: matching %d image pairs exhaustively.", len(pairs))
-    matches = _match_pairs(scene, features, pairs, conf.get("ratio", 0.9), known_poses=False)
+    matches = _match_pairs(scene, features, pairs, conf.ratio, known_poses=False)
     db_path = work_dir / "database.db"
     _write_database(db_path, scene, features, None)
     ids = {n: i for i, n in enumerate(scene.names, 1)}
@@ -211,7 +210,7 @@ def reconstruct(scene: Scene, features: Path, work_dir: Path, conf: dict) -> pyc
     with pycolmap.Database.open(str(db_path)) as db:
         for (a, b), m in matches.items():
             db.write_matches(ids[a], ids[b], m.astype(np.uint32))
-    pairs_txt.write_text("".join(f"{a}\n{b}\n"[:0] + f"{a} {b}\n" for a, b in matches))
+    pairs_txt.write_text("".join(f"{a} {b}\n" for a, b in matches))
     pycolmap.verify_matches(str(db_path), str(pairs_txt))
     out = work_dir / "sfm"
     if out.exists():
@@ -219,7 +218,7 @@ def reconstruct(scene: Scene, features: Path, work_dir: Path, conf: dict) -> pyc
     out.mkdir()
     opts = pycolmap.IncrementalPipelineOptions()
     opts.triangulation.ignore_two_view_tracks = False
-    opts.random_seed = conf.get("seed", 0)
+    opts.random_seed = seed
     logger.info("Running incremental mapping (pycolmap).")
     models = pycolmap.incremental_mapping(str(db_path), str(scene.image_dir), str(out), options=opts)
     db_path.unlink()

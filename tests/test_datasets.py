@@ -9,7 +9,8 @@ import pytest
 
 from pramloc.datasets import load_colmap, load_dataset, load_images
 from pramloc.errors import PramlocError
-from pramloc.io import read_poses, read_query_list, read_strecha_camera
+from pramloc.datasets.strecha import read_strecha_camera
+from pramloc.io import read_poses, read_query_list
 
 from .conftest import frame
 
@@ -96,3 +97,17 @@ def test_text_parsers_name_the_line(tmp_path, strecha_root):
     bad.write_text("1 2 3\n")
     with pytest.raises(PramlocError, match="needs 9 lines"):
         read_strecha_camera(bad)
+
+
+def test_layout_registry_feeds_the_cli():
+    """The layouts register themselves (one module each) with their default preset; the
+    CLI's --dataset choices are the registry's names."""
+    from pramloc import datasets
+    from pramloc.cli import DATASETS
+
+    assert datasets.names() == ["7scenes", "strecha"] == list(DATASETS.choices)
+    assert datasets.get("7scenes").preset == "indoor" and datasets.get("strecha").preset == "outdoor"
+    with pytest.raises(PramlocError, match="unknown dataset 'tum' \\(known: 7scenes, strecha\\)"):
+        datasets.load_dataset("tum", "/nowhere")
+    with pytest.raises(PramlocError, match="--dataset needs --root"):
+        datasets.load_dataset("strecha", None)

@@ -15,7 +15,7 @@ from .conftest import frame
 
 
 def test_sift_rootsift_and_resizing(strecha_root):
-    conf = {**load_config("outdoor")["features"], "max_side": 768, "max_keypoints": 1000}
+    conf = {**load_config("outdoor").features.to_dict(), "max_side": 768, "max_keypoints": 1000}
     f = features.extract_path(strecha_root / "images/0000.jpg", conf)
     assert f["keypoints"].shape == (1000, 2) and f["descriptors"].shape == (1000, 128)
     assert np.allclose(np.linalg.norm(f["descriptors"], axis=1), 1, atol=1e-4)
@@ -27,7 +27,7 @@ def test_sift_rootsift_and_resizing(strecha_root):
 
 
 def test_features_file_is_hloc_layout(kitchen_root, tmp_path):
-    conf = load_config("indoor")["features"]
+    conf = load_config("indoor").features
     names = [frame(0), frame(6)]
     path = features.main(conf, kitchen_root, names, tmp_path / "feats.h5")
     assert sorted(list_feature_names(path)) == names
@@ -52,6 +52,6 @@ def test_corrupt_and_empty_images(tmp_path, kitchen_root):
 
 
 def test_blank_image_has_no_keypoints():
-    conf = load_config("indoor")["features"]
+    conf = load_config("indoor").features
     f = features.extract_image(np.full((480, 640), 128, np.uint8), conf)
     assert f["keypoints"].shape == (0, 2) and f["descriptors"].shape == (0, 128)

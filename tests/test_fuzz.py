@@ -19,10 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pramloc.datasets.colmap import read_colmap_model
+from pramloc.datasets.sevenscenes import read_matrix_pose
+from pramloc.datasets.strecha import read_strecha_camera
 from pramloc.errors import PramlocError
 from pramloc.geometry import Camera, Pose
-from pramloc.io import read_image_list, read_matrix_pose, read_poses, read_query_list, read_strecha_camera
+from pramloc.io import read_image_list, read_poses, read_query_list
+from pramloc.io.colmap import read_colmap_model
 
 from .conftest import KITCHEN, STRECHA
 
@@ -192,7 +194,7 @@ def colmap_seed():
 @given(data=st.data())
 def test_fuzz_colmap_text_model(scratch, colmap_seed, data):
     """pycolmap itself raises ValueError/IndexError/RuntimeError on many of these and
-    accepts others wrongly (see pramloc.datasets.colmap); read_colmap_model raises only
+    accepts others wrongly (see pramloc.io.colmap); read_colmap_model raises only
     PramlocError and what it returns is usable."""
     model = scratch / "model"
     shutil.rmtree(model, ignore_errors=True)

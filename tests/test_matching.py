@@ -14,7 +14,7 @@ from pramloc.matching import match
 
 @pytest.fixture(scope="module")
 def pair(kitchen_root):
-    conf = load_config("indoor")["features"]
+    conf = load_config("indoor").features
     return [extract_path(kitchen_root / f"rgb/frame-{i:06d}.color.jpg", conf) for i in (0, 3)]
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from pramloc.config import RecognizerConfig
 from pramloc.errors import PramlocError
 from pramloc.recognition import Recognizer, TrainingImage
 from pramloc.recognition import train as train_mod
@@ -25,11 +26,12 @@ SMALL = {"width": 64, "layers": 2, "heads": 2, "train_keypoints": [64, 192], "ma
 def kitchen_labelled(tmp_path_factory, kitchen_root):
     """16 real map images (every 6th frame), SIFT (512 per image), labelled by the map
     builder: triangulated with the GT poses, points clustered into 8 landmarks."""
-    from pramloc import build, landmarks, sfm
+    from pramloc import landmarks, sfm
     from pramloc import features as features_mod
     from pramloc.config import load_config
     from pramloc.datasets import load_dataset
     from pramloc.io import read_features
+    from pramloc.recognition import supervision
 
     work = tmp_path_factory.mktemp("recognition")
     split = work / "split.txt"
@@ -37,14 +39,14 @@ def kitchen_labelled(tmp_path_factory, kitchen_root):
     conf = load_config("indoor", ["features.max_keypoints=512", f"landmarks.num_landmarks={NUM_LANDMARKS}",
                                   "landmarks.min_points_per_landmark=10", "triangulation.num_pairs=5"])
     scene = load_dataset("7scenes", kitchen_root, split)
-    feat_path = features_mod.main(conf["features"], scene.image_dir, scene.names, work / "features.h5")
-    rec = sfm.triangulate(scene, feat_path, work / "sfm", conf["triangulation"])
+    feat_path = features_mod.main(conf.features, scene.image_dir, scene.names, work / "features.h5")
+    rec = sfm.triangulate(scene, feat_path, work / "sfm", conf.triangulation)
     feats = [read_features(feat_path, n) for n in scene.names]
-    seg = landmarks.build(rec, scene.names, [f["descriptors"] for f in feats], conf["landmarks"])
+    seg = landmarks.build(rec, scene.names, [f["descriptors"] for f in feats], conf.landmarks.to_dict())
     assert len(seg.centers) == NUM_LANDMARKS
-    sup = landmarks.training_labels(seg.tracks.xyz, seg.landmark, [f["keypoints"] for f in feats],
+    sup = supervision.training_labels(seg.tracks.xyz, seg.landmark, [f["keypoints"] for f in feats],
                                     [im.camera for im in scene.images], [im.pose for im in scene.images])
-    images = build.training_images(feats, scene.names, sup)
+    images = supervision.training_images(feats, scene.names, sup)
     by_obs = [np.zeros(len(f["keypoints"]), np.int64) for f in feats]  # observed keypoints: their point's landmark
     for i, k, p in zip(seg.tracks.obs_image, seg.tracks.obs_kp, seg.tracks.obs_point):
         by_obs[i][k] = seg.landmark[p] + 1
@@ -120,7 +122,7 @@ def test_training_image_validation(kitchen_images):
 def test_augmented_view_keeps_labels(kitchen_images):
     im = kitchen_images[3]
     rng = np.random.default_rng(0)
-    conf = {**train_mod.default_conf["augment"], "jitter": 0.0, "descriptor_noise": 0.0,
+    conf = {**RecognizerConfig().augment, "jitter": 0.0, "descriptor_noise": 0.0,
             "min_keypoints": 64, "max_keypoints": 256}
     source = {d.tobytes(): label for d, label in zip(im.descriptors, im.labels)}
     for _ in range(5):

@@ -9,6 +9,8 @@ from pramloc.config import load_config
 from pramloc.errors import PramlocError
 from pramloc.features import extract_path
 from pramloc.io import read_image_list
+from pramloc import retrieval
+from pramloc.config import RetrievalConfig
 from pramloc.retrieval import VladIndex, build_vocabulary, vlad
 
 # Queries (interleaved split, frames i % 6 == 3) and the map frame 3 frames before them.
@@ -28,7 +30,7 @@ def feats(kitchen_root):
     db = read_image_list(kitchen_root / "splits" / "interleaved_db.txt")
     map_names = db[::MAP_STEP // 6]  # 21 map frames spread over the whole sequence
     assert set(QUERIES.values()) <= set(map_names)
-    conf = load_config("indoor")["features"]
+    conf = load_config("indoor").features
     out = {n: extract_path(kitchen_root / n, conf)["descriptors"] for n in map_names + list(QUERIES)}
     return map_names, out
 
@@ -81,9 +83,10 @@ def test_vlad_empty_and_bad_input(vocabulary):
 
 def test_query_retrieves_adjacent_frame(feats, vocabulary):
     map_names, desc = feats
-    index = VladIndex.build(vocabulary, [desc[n] for n in map_names], map_names)
+    index = VladIndex.build(vocabulary, [desc[n] for n in map_names])
     for query, neighbour in QUERIES.items():
-        ranked = index.query(desc[query], 3)
+        idx, sc = index.search(index.describe(desc[query]), 3)
+        ranked = [(map_names[i], float(s)) for i, s in zip(idx, sc)]
         names = [n for n, _ in ranked]
         assert neighbour in names, (query, ranked)
         # The best match is a temporal neighbour, not a frame from elsewhere in the sequence.
@@ -99,25 +102,38 @@ def test_index_storage_and_round_trip(feats, vocabulary):
     exact = queries @ vlads.T
     m, dim = vlads.shape
     for storage, nbytes, tol in (("float16", m * dim * 2, 2e-3), ("int8", m * dim + 4 * m, 2e-2)):
-        index = VladIndex(vocabulary, vlads, map_names, storage=storage)
+        index = VladIndex(vocabulary, vlads, storage=storage)
         assert index.nbytes == nbytes
         idx, sc = index.search(queries, 3)  # batched
         assert idx.shape == sc.shape == (len(QUERIES), 3) and idx.dtype == np.int64
         np.testing.assert_allclose(sc, np.take_along_axis(exact, idx, 1), atol=tol)
         np.testing.assert_array_equal(idx[:, 0], exact.argmax(1))
-        back = VladIndex.from_arrays(index.to_arrays())
-        assert back.names == map_names and back.storage == storage
+        back = retrieval.from_arrays("vlad", index.to_arrays())
+        assert isinstance(back, VladIndex) and len(back) == m and back.storage == storage
         i2, s2 = back.search(queries[0], 5)
         i1, s1 = index.search(queries[0], 5)
         np.testing.assert_array_equal(i1, i2)
         np.testing.assert_array_equal(s1, s2)
-    index = VladIndex(vocabulary, vlads, map_names)
+    index = VladIndex(vocabulary, vlads)
     idx, sc = index.search(queries[0], 100)  # k larger than the map
     assert len(idx) == m and sorted(idx.tolist()) == list(range(m))
     with pytest.raises(PramlocError, match="dimension"):
         index.search(np.ones(10, np.float32), 3)
-    with pytest.raises(PramlocError, match="names"):
-        VladIndex(vocabulary, vlads, map_names[:-1])
-    empty = VladIndex(vocabulary, np.zeros((0, dim), np.float32), [])
+    empty = VladIndex(vocabulary, np.zeros((0, dim), np.float32))
     idx, sc = empty.search(queries[0], 3)
     assert len(empty) == 0 and idx.shape == (0,) and sc.shape == (0,)
+
+
+def test_registry_fit_matches_the_parts(feats):
+    """``retrieval.fit`` with the default config = vocabulary + VLAD vectors stored as int8;
+    an unknown method is an error naming the known ones."""
+    map_names, desc = feats
+    conf = RetrievalConfig()
+    index = retrieval.fit(conf, [desc[n] for n in map_names])
+    vocab = build_vocabulary(np.concatenate([desc[n] for n in map_names]), conf.num_words, seed=conf.seed)
+    direct = VladIndex.build(vocab, [desc[n] for n in map_names], storage="int8")
+    for k, v in direct.to_arrays().items():
+        np.testing.assert_array_equal(index.to_arrays()[k], v)
+    assert retrieval.get("vlad") is VladIndex and VladIndex.method == "vlad"
+    with pytest.raises(PramlocError, match="known: vlad"):
+        retrieval.get("netvlad")

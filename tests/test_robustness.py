@@ -23,10 +23,12 @@ import pytest
 from pramloc import features, mapio
 from pramloc.config import load_config
 from pramloc.datasets import load_dataset, load_images
-from pramloc.datasets.colmap import check_binary_model, load_colmap, read_colmap_model
+from pramloc.datasets.colmap import load_colmap
+from pramloc.datasets.sevenscenes import read_matrix_pose
 from pramloc.errors import PramlocError
 from pramloc.geometry import Camera
-from pramloc.io import read_image_list, read_matrix_pose, read_poses, read_query_list
+from pramloc.io import read_image_list, read_poses, read_query_list
+from pramloc.io.colmap import check_binary_model, read_colmap_model
 
 from .conftest import frame
 
@@ -35,7 +37,7 @@ CLI = [sys.executable, "-c", "from pramloc.cli import main; main()"]
 ENV = {**os.environ, "GLOG_minloglevel": "2",
        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
 KITCHEN_CAMERA = "PINHOLE 640 480 525 525 320 240"
-INDOOR = load_config("indoor")["features"]
+INDOOR = load_config("indoor").features
 
 
 def one_line_error(excinfo, *words):
@@ -160,7 +162,7 @@ def test_reduced_decoding_matches_full_decoding(strecha_root):
     those of the full decoding to a tenth of a pixel (no offset from the reduction)."""
     from pramloc.matching import match
 
-    conf = {**INDOOR, "max_side": 640}
+    conf = {**INDOOR.to_dict(), "max_side": 640}
     path = strecha_root / "images/0000.jpg"
     assert features.load_image(path, 640)[0].shape == (1024, 1536)
     a = features.extract_path(path, conf)
@@ -370,7 +372,7 @@ def test_colmap_binary_model_truncated(strecha_root, tmp_path):
             with pytest.raises(PramlocError, match=f"{part}: truncated or corrupt"):
                 check_binary_model(bad)
     bad = tmp_path / "bad-points3D.bin-7"
-    script = ("from pramloc.datasets.colmap import read_colmap_model\n"
+    script = ("from pramloc.io.colmap import read_colmap_model\n"
               "from pramloc.errors import PramlocError\n"
               f"try:\n    read_colmap_model({str(bad)!r})\nexcept PramlocError as e:\n    print(e)\n")
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, timeout=60)
@@ -497,7 +499,7 @@ def test_build_is_deterministic(kitchen_map, kitchen_root, kitchen_split, tmp_pa
     same landmarks, points and retrieval vocabulary."""
     from pramloc import build
 
-    conf, _ = _fixture_config(kitchen_map, tmp_path)
+    conf = load_config(_fixture_config(kitchen_map, tmp_path)[1])
     out = tmp_path / "again/kitchen"
     build.main(conf, load_dataset("7scenes", kitchen_root, kitchen_split), out, train=False)
     a, b = mapio.load_map(out), mapio.load_map(kitchen_map)

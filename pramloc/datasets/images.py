@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import ImageRecord, Scene, apply_split, list_images
+from .base import ImageRecord, Scene, apply_split, list_images
 
 
 def load_images(image_dir: Path, split: Path | None = None) -> Scene:

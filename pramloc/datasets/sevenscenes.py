@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import PramlocError
-from ..geometry import Camera
-from ..io import read_matrix_pose
-from . import ImageRecord, Scene, apply_split, list_images
+from ..geometry import Camera, Pose
+from ..io import parse_floats, read_lines
+from .base import ImageRecord, Scene, apply_split, list_images, register
 
 COLOR_CAMERA = "PINHOLE 640 480 525 525 320 240"
 
@@ -18,6 +20,20 @@ def pose_path(root: Path, name: str) -> Path:
     return root / "poses" / f"{stem}.pose.txt"
 
 
+def read_matrix_pose(path: Path) -> Pose:
+    """A 4x4 camera-to-world matrix in a text file (7-Scenes ``poses/*.pose.txt``)."""
+    rows = [parse_floats(path, n, line.split(), "pose") for n, line in read_lines(path)]
+    if len(rows) not in (3, 4) or any(len(r) != 4 for r in rows):
+        raise PramlocError(f"{path}: expected a 4x4 matrix")
+    if len(rows) == 4 and not np.allclose(rows[3], [0, 0, 0, 1], atol=1e-6):
+        raise PramlocError(f"{path}: the last row of a 4x4 pose must be '0 0 0 1'")
+    try:
+        return Pose.from_cam_to_world(np.array(rows[:3]))
+    except PramlocError as err:
+        raise PramlocError(f"{path}: {err}") from None
+
+
+@register("7scenes", preset="indoor")
 def load_7scenes(root: Path, split: Path | None = None) -> Scene:
     root = Path(root)
     if not (root / "rgb").is_dir():

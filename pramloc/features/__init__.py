@@ -1,6 +1,7 @@
 """Local feature extraction. A registry maps a name to an extractor module; each module
-defines ``default_conf`` and ``extract(image_gray, conf) -> dict`` on a float32 image in
-[0, 255] of shape (H, W). Adding an extractor = one small module + one registry line.
+defines ``extract(image_gray, conf) -> dict`` on a float32 image in [0, 255] of shape
+(H, W), ``conf`` a :class:`~pramloc.config.FeatureConfig` (the only copy of the defaults).
+Adding an extractor = one small module + one registry line.
 
 Outputs (hloc layout, see :mod:`pramloc.io`): ``keypoints`` (N, 2) in pixels of the
 *original* image, ``descriptors`` (N, D) float32, ``scores`` (N,), ``image_size`` (W, H).
@@ -15,6 +16,7 @@ import cv2
 import numpy as np
 
 from .. import logger
+from ..config import FeatureConfig
 from ..errors import PramlocError
 from ..progress import track
 
@@ -125,13 +127,14 @@ def resize_max_side(image: np.ndarray, max_side: int | None) -> tuple[np.ndarray
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
 
 
-def extract_image(image: np.ndarray, conf: dict, image_size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+def extract_image(image: np.ndarray, conf: FeatureConfig | dict, image_size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
     """Features of one grayscale image (H, W) uint8 (RGB (H, W, 3) is converted).
 
     ``image_size`` (W, H): the size of the original image when ``image`` is a reduced
     decoding of it (see :func:`load_image`); keypoints and ``image_size`` are always in the
-    original pixel frame.
+    original pixel frame. ``conf``: typed, or a dict of overrides (e.g. a map manifest's).
     """
+    conf = FeatureConfig.of(conf, "features")
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] in (3, 4):
         image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY if image.shape[2] == 3 else cv2.COLOR_RGBA2GRAY)
@@ -143,9 +146,9 @@ def extract_image(image: np.ndarray, conf: dict, image_size: tuple[int, int] | N
     W, H = (w, h) if image_size is None else (int(image_size[0]), int(image_size[1]))
     # A reduced decoding keeps more than max_side pixels: the final size is the same as
     # resizing the full image.
-    small, _ = resize_max_side(image, conf.get("max_side"))
+    small, _ = resize_max_side(image, conf.max_side)
     sh, sw = small.shape[:2]
-    pred = get_extractor(conf["name"]).extract(small.astype(np.float32), conf)
+    pred = get_extractor(conf.name).extract(small.astype(np.float32), conf)
     kp = pred["keypoints"].astype(np.float32)
     if len(kp):
         # hloc convention: pixel centres at integer coordinates in both frames.
@@ -158,14 +161,15 @@ def extract_image(image: np.ndarray, conf: dict, image_size: tuple[int, int] | N
     }
 
 
-def extract_path(path: Path, conf: dict) -> dict[str, np.ndarray]:
-    """Features of an image file (JPEGs much larger than ``conf['max_side']`` are decoded
+def extract_path(path: Path, conf: FeatureConfig | dict) -> dict[str, np.ndarray]:
+    """Features of an image file (JPEGs much larger than ``conf.max_side`` are decoded
     at a reduced size, see :func:`load_image`)."""
-    image, size = load_image(path, conf.get("max_side"))
+    conf = FeatureConfig.of(conf, "features")
+    image, size = load_image(path, conf.max_side)
     return extract_image(image, conf, size)
 
 
-def main(conf: dict, image_dir: Path, names: list[str], out_path: Path, overwrite: bool = False) -> Path:
+def main(conf: FeatureConfig, image_dir: Path, names: list[str], out_path: Path, overwrite: bool = False) -> Path:
     """Extract features of ``names`` (relative to ``image_dir``) into ``out_path`` (HDF5).
 
     Images already in the file are skipped unless ``overwrite``. Returns ``out_path``.
@@ -181,7 +185,7 @@ def main(conf: dict, image_dir: Path, names: list[str], out_path: Path, overwrit
         out_path.unlink()
         done = set()
     todo = [n for n in names if n not in done]
-    logger.info("Extracting %s features of %d images (%d cached).", conf["name"], len(todo), len(names) - len(todo))
+    logger.info("Extracting %s features of %d images (%d cached).", conf.name, len(todo), len(names) - len(todo))
     for name in track(todo, desc="features"):
         feats = extract_path(Path(image_dir) / name, conf)
         write_features(out_path, name, {**feats, "descriptors": feats["descriptors"].T})

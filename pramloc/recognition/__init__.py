@@ -3,7 +3,9 @@ landmark of the map or background; landmark votes rank the landmarks seen in the
 
 - :mod:`.data`: :class:`TrainingImage` (labelled keypoints of a map image), augmentation, batching.
 - :mod:`.model`: :class:`LandmarkTransformer`, :class:`Recognizer` (inference, checkpoint I/O).
-- :mod:`.train`: ``main(conf, train_images, num_landmarks, out_path)`` trains and saves.
+- :mod:`.supervision`: training labels of the map images (from the map's points and poses).
+- :mod:`.train`: :class:`~.train.Trainer`; ``main(conf, train_images, num_landmarks, out_path)``
+  trains and saves.
 """
 
 from .data import TrainingImage

@@ -23,22 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import RecognizerConfig
 from ..errors import PramlocError
 from .data import check_inputs, collate, normalize_keypoints, View
 
 CHECKPOINT_FORMAT = "pramloc-recognizer"
 CHECKPOINT_VERSION = 2  # 2: landmark-visibility head
 
-default_model_conf = {  # training defaults: pramloc.recognition.train.default_conf
-    "descriptor_dim": 128,
-    "num_landmarks": 32,
-    "width": 96,
-    "layers": 2,
-    "heads": 2,
-    "mlp_ratio": 2,
-    "dropout": 0.0,
-    "fourier_sigma": 10.0,
-}
+MODEL_KEYS = ("width", "layers", "heads", "mlp_ratio", "dropout", "fourier_sigma")
+# Architecture defaults: those of the recognizer config, for 128-D descriptors and 32 landmarks.
+default_model_conf = {"descriptor_dim": 128, "num_landmarks": 32,
+                      **{k: getattr(RecognizerConfig(), k) for k in MODEL_KEYS}}
 
 
 class FourierPositionEncoder(nn.Module):
@@ -216,10 +211,6 @@ class Recognizer:
         return self.model.conf["descriptor_dim"]
 
     # --- checkpoint I/O -------------------------------------------------------------------
-
-    def save(self, path: Path, metrics: dict | None = None) -> Path:
-        """Write model config + fp16 state dict + metrics; atomic (temp file + rename)."""
-        return save_checkpoint(self.model, path, metrics if metrics is not None else self.metrics)
 
     @classmethod
     def load(cls, path: Path, device: str | None = None, data: bytes | None = None) -> "Recognizer":

@@ -26,48 +26,12 @@ import torch
 import torch.nn.functional as F
 
 from .. import logger
-from ..config import deep_merge
+from ..config import RecognizerConfig, deep_merge
 from ..progress import track
 from .data import (IGNORE_INDEX, TrainingImage, augmented_view, check_training_images, collate, plain_view,
                    split_train_val, visibility_targets)
-from .model import LandmarkTransformer, make_result, resolve_device, save_checkpoint
+from .model import MODEL_KEYS, LandmarkTransformer, make_result, resolve_device, save_checkpoint
 
-default_conf = {
-    # model (CPU-sized; see "cuda" below)
-    "width": 96,
-    "layers": 2,
-    "heads": 2,
-    "mlp_ratio": 2,
-    "dropout": 0.0,
-    "fourier_sigma": 10.0,      # init std of the positional Fourier frequencies (per normalised unit)
-    # data
-    "max_keypoints": 1024,      # keypoints of a validation image (the first ones)
-    "train_keypoints": [128, 384],  # range of the number of keypoints of a training view
-    "val_fraction": 0.1,        # share of the map images held out for validation
-    "val_every": 2,             # epochs between validations (and at the end)
-    # optimisation
-    "train_minutes": 9.5,       # time budget (hard stop)
-    "epochs": None,             # null: as many as fit in train_minutes
-    "max_epochs": 2000,
-    "batch_size": 8,
-    "lr": 3e-3,
-    "weight_decay": 0.05,
-    "warmup_steps": 30,
-    "label_smoothing": 0.1,
-    "background_weight": 0.1,   # loss weight of the background class (landmarks: 1)
-    "visibility_weight": 1.0,   # loss weight of the landmark-visibility head
-    "patience": 1000,           # steps without a better validation accuracy before stopping (null: off);
-                                # steps, not epochs: an epoch of a 12-image map is 2 steps
-    "augment": {"scale": 0.35, "rotation": 15.0, "aspect": 0.1, "shift": 0.2, "jitter": 0.004,
-                "descriptor_noise": 0.03},
-    "seed": 0,
-    "device": "cpu",            # cpu | cuda | auto (cuda if available)
-    "num_threads": None,        # CPU threads (null: the idle cores, 1..8, see default_threads)
-    # overrides when training on a GPU: a larger model and views
-    "cuda": {"width": 256, "layers": 4, "heads": 4, "batch_size": 16, "train_keypoints": [256, 1024]},
-}
-
-MODEL_KEYS = ("width", "layers", "heads", "mlp_ratio", "dropout", "fourier_sigma")
 
 
 def _cpu_times() -> tuple[float, float] | None:
@@ -193,149 +157,178 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(model: torch.nn.Module, conf: dict) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, conf: RecognizerConfig) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases, norms and the Fourier frequencies."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (decay if p.ndim >= 2 and "freqs" not in name else no_decay).append(p)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": conf["weight_decay"]},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=conf["lr"])
+    return torch.optim.AdamW([{"params": decay, "weight_decay": conf.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=conf.lr)
 
 
-def main(conf: dict, train_images: list[TrainingImage], num_landmarks: int, out_path: Path,
-         device: str | None = None) -> dict:
-    """Train a recognizer on ``train_images`` (labels 0..num_landmarks) and write the
-    checkpoint (model config, fp16 weights, metrics) to ``out_path``. ``device`` overrides
-    ``conf['device']``. Returns the metrics (also stored in the checkpoint)."""
-    unknown = sorted(set(conf or {}) - set(default_conf))
-    if unknown:
-        logger.warning("Recognizer config: unknown key(s) %s ignored (known: see recognition/train.py).",
-                       ", ".join(unknown))
-    conf = deep_merge(default_conf, conf or {})
-    dev = resolve_device(device if device is not None else conf["device"])
-    if dev.type == "cuda":
-        conf = deep_merge(conf, conf.get("cuda") or {})
-    dim = check_training_images(train_images, num_landmarks)
-    train_images = [im for im in train_images if len(im)]  # images without keypoints teach nothing
-    budget = float(conf["train_minutes"]) * 60
-    t0 = time.perf_counter()
-    with torch_settings(dev, conf["num_threads"]):
-        torch.manual_seed(conf["seed"])
-        rng = np.random.default_rng(conf["seed"])
-        train, val = split_train_val(train_images, conf["val_fraction"], conf["seed"])
-        model_conf = {k: conf[k] for k in MODEL_KEYS} | {"descriptor_dim": dim, "num_landmarks": num_landmarks}
-        model = LandmarkTransformer(model_conf).to(dev).train()
-        optimizer = make_optimizer(model, conf)
-        class_weight = torch.ones(num_landmarks + 1, device=dev)
-        class_weight[0] = conf["background_weight"]
-        lo, hi = (int(v) for v in conf["train_keypoints"])
-        aug = {**conf["augment"], "min_keypoints": lo, "max_keypoints": hi}
-        batch_size = min(conf["batch_size"], len(train))
-        steps_per_epoch = math.ceil(len(train) / batch_size)
-        fixed_epochs = conf["epochs"] is not None
-        epochs = int(conf["epochs"]) if fixed_epochs else int(conf["max_epochs"])
-        num_threads = torch.get_num_threads()
-        logger.info("Training the landmark recognizer (%d landmarks, %d parameters) on %d map images "
-                    "(+%d for validation), %s (%d threads), budget %.1f min.", num_landmarks,
-                    model.num_parameters(), len(train), len(val), dev, num_threads, budget / 60)
+class Trainer:
+    """One training run (see the module docstring): build with the data, then :meth:`run`.
 
-        def evaluate_val() -> dict | None:
-            if not val:
-                return None
-            return evaluate(model, val, num_landmarks, conf["max_keypoints"], dev, batch_size,
-                            class_weight, conf["label_smoothing"], conf["visibility_weight"])
+    ``conf``: the recognizer config (its ``cuda`` overrides already applied on a GPU);
+    ``train`` / ``val``: the map images for the gradient steps / model selection; ``t0``:
+    the ``time.perf_counter()`` the time budget counts from.
+    """
 
-        best: dict = {"score": None, "state": None, "epoch": 0, "step": 0}
+    def __init__(self, conf: RecognizerConfig, train: list[TrainingImage], val: list[TrainingImage],
+                 num_landmarks: int, dim: int, device: torch.device, t0: float):
+        self.conf, self.train, self.val, self.num_landmarks, self.device = conf, train, val, num_landmarks, device
+        self.t0 = t0
+        torch.manual_seed(conf.seed)
+        self.rng = np.random.default_rng(conf.seed)
+        model_conf = {k: getattr(conf, k) for k in MODEL_KEYS} | {"descriptor_dim": dim, "num_landmarks": num_landmarks}
+        self.model = LandmarkTransformer(model_conf).to(device).train()
+        self.optimizer = make_optimizer(self.model, conf)
+        self.class_weight = torch.ones(num_landmarks + 1, device=device)
+        self.class_weight[0] = conf.background_weight
+        self.lo, self.hi = (int(v) for v in conf.train_keypoints)
+        self.augment = {**conf.augment, "min_keypoints": self.lo, "max_keypoints": self.hi}
+        self.batch_size = min(conf.batch_size, len(train))
+        self.steps_per_epoch = math.ceil(len(train) / self.batch_size)
+        self.fixed_epochs = conf.epochs is not None
+        self.epochs = int(conf.epochs) if self.fixed_epochs else int(conf.max_epochs)
+        self.budget = float(conf.train_minutes) * 60
+        self.step = self.epoch = 0
+        self.history: list[dict] = []
+        self.best: dict = {"score": None, "state": None, "epoch": 0, "step": 0}
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
-        def validate(record: dict) -> None:
-            """Validate, add the metrics to ``record``, keep the best weights so far."""
-            metrics = evaluate_val()
-            if metrics is None:
-                return
-            record |= {"val_loss": metrics["loss"], "val_keypoint_accuracy": metrics["keypoint_accuracy"]}
-            score = (metrics["keypoint_accuracy"], -metrics["loss"])
-            if best["score"] is None or score > best["score"]:
-                best.update(score=score, state=copy.deepcopy(model.state_dict()), epoch=record["epoch"], step=step)
+    def evaluate(self, images: list[TrainingImage]) -> dict:
+        c = self.conf
+        return evaluate(self.model, images, self.num_landmarks, c.max_keypoints, self.device, self.batch_size,
+                        self.class_weight, c.label_smoothing, c.visibility_weight)
 
-        history, step, epoch, stop_reason = [], 0, 0, "epochs"
-        bar = track(total=epochs, desc="recognizer")
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
-        while epoch < epochs:
-            order = rng.permutation(len(train))
-            losses = []
-            for start in range(0, len(order), batch_size):
-                n = int(rng.integers(lo, hi + 1))  # one size per batch: little padding
-                views = [augmented_view(train[i], rng, aug, n) for i in order[start:start + batch_size]]
-                batch = {k: v.to(dev, non_blocking=True) for k, v in collate(views).items()}
-                target = tuple(t.to(dev) for t in visibility_targets(views, num_landmarks))
-                for group in optimizer.param_groups:
-                    group["lr"] = conf["lr"] * lr_factor(step, epochs * steps_per_epoch, conf["warmup_steps"])
-                with autocast:
-                    logits, visibility = model(batch["xy"], batch["descriptors"], batch["mask"])
-                loss = loss_fn(logits, batch["labels"], class_weight, conf["label_smoothing"], visibility, target,
-                               conf["visibility_weight"])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                losses.append(loss.item())
-                step += 1
-                if time.perf_counter() - t0 > budget:
-                    break
-            epoch += 1
-            record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
-            if epoch % int(conf["val_every"]) == 0:
-                validate(record)
-            history.append(record)
-            elapsed = time.perf_counter() - t0
-            if not fixed_epochs:  # fit the schedule to the budget from the mean epoch time so far
-                epochs = max(epoch, min(int(conf["max_epochs"]), int(budget / (elapsed / epoch))))
-                bar.total = epochs
+    def validate(self, record: dict) -> None:
+        """Validate, add the metrics to ``record``, keep the best weights so far."""
+        if not self.val:
+            return
+        metrics = self.evaluate(self.val)
+        record |= {"val_loss": metrics["loss"], "val_keypoint_accuracy": metrics["keypoint_accuracy"]}
+        score = (metrics["keypoint_accuracy"], -metrics["loss"])
+        if self.best["score"] is None or score > self.best["score"]:
+            self.best.update(score=score, state=copy.deepcopy(self.model.state_dict()), epoch=record["epoch"],
+                             step=self.step)
+
+    def train_step(self, indices: np.ndarray) -> float:
+        """One gradient step on augmented views of ``train[indices]``; returns the loss."""
+        c, dev = self.conf, self.device
+        n = int(self.rng.integers(self.lo, self.hi + 1))  # one size per batch: little padding
+        views = [augmented_view(self.train[i], self.rng, self.augment, n) for i in indices]
+        batch = {k: v.to(dev, non_blocking=True) for k, v in collate(views).items()}
+        target = tuple(t.to(dev) for t in visibility_targets(views, self.num_landmarks))
+        for group in self.optimizer.param_groups:
+            group["lr"] = c.lr * lr_factor(self.step, self.epochs * self.steps_per_epoch, c.warmup_steps)
+        with self.autocast:
+            logits, visibility = self.model(batch["xy"], batch["descriptors"], batch["mask"])
+        loss = loss_fn(logits, batch["labels"], self.class_weight, c.label_smoothing, visibility, target,
+                       c.visibility_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.step += 1
+        return loss.item()
+
+    def train_epoch(self) -> dict:
+        """One pass over the training images (cut short when the budget is spent)."""
+        order = self.rng.permutation(len(self.train))
+        losses = []
+        for start in range(0, len(order), self.batch_size):
+            losses.append(self.train_step(order[start:start + self.batch_size]))
+            if time.perf_counter() - self.t0 > self.budget:
+                break
+        self.epoch += 1
+        record = {"epoch": self.epoch, "train_loss": float(np.mean(losses))}
+        if self.epoch % int(self.conf.val_every) == 0:
+            self.validate(record)
+        self.history.append(record)
+        return record
+
+    def run(self) -> str:
+        """Train until the epochs, the time budget or the patience run out;
+        leaves the best weights (as stored: fp16) in the model. Returns the stop reason."""
+        c, stop_reason = self.conf, "epochs"
+        bar = track(total=self.epochs, desc="recognizer")
+        while self.epoch < self.epochs:
+            record = self.train_epoch()
+            elapsed = time.perf_counter() - self.t0
+            if not self.fixed_epochs:  # fit the schedule to the budget from the mean epoch time so far
+                self.epochs = max(self.epoch, min(int(c.max_epochs), int(self.budget / (elapsed / self.epoch))))
+                bar.total = self.epochs
             bar.update(1)
             bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "epoch"})
-            if elapsed > budget:
+            if elapsed > self.budget:
                 stop_reason = "time budget"
                 break
-            if conf["patience"] and best["score"] is not None and step - best["step"] >= conf["patience"]:
+            if c.patience and self.best["score"] is not None and self.step - self.best["step"] >= c.patience:
                 stop_reason = "early stopping"
                 break
         bar.close()
-        if history and "val_loss" not in history[-1]:
-            validate(history[-1])
-        if best["state"] is not None:
-            model.load_state_dict(best["state"])
+        if self.history and "val_loss" not in self.history[-1]:
+            self.validate(self.history[-1])
+        if self.best["state"] is not None:
+            self.model.load_state_dict(self.best["state"])
         # Evaluate the weights as stored (fp16).
-        model.load_state_dict({k: v.half().float() if v.is_floating_point() else v
-                               for k, v in model.state_dict().items()})
-        final = evaluate_val()
-        probe = train[:: max(1, len(train) // 32)]  # train accuracy on <= ~32 images (cost)
-        train_eval = evaluate(model, probe, num_landmarks, conf["max_keypoints"], dev, batch_size,
-                              class_weight, conf["label_smoothing"], conf["visibility_weight"])
-    seconds = time.perf_counter() - t0
-    out = {
-        "num_landmarks": num_landmarks,
-        "num_parameters": model.num_parameters(),
-        "num_train_images": len(train),
-        "num_val_images": len(val),
-        "train_loss": history[-1]["train_loss"] if history else float("nan"),
-        "train_keypoint_accuracy": train_eval["keypoint_accuracy"],
-        "val_loss": final["loss"] if final else None,
-        "val_keypoint_accuracy": final["keypoint_accuracy"] if final else None,
-        "val_background_accuracy": final["background_accuracy"] if final else None,
-        "val_top1_precision": final["top1_precision"] if final else None,
-        "val_recall_at_3": final["recall_at_3"] if final else None,
-        "epochs": epoch,
-        "best_epoch": best["epoch"] if best["state"] is not None else epoch,
-        "steps": step,
-        "stop_reason": stop_reason,
-        "seconds": round(seconds, 2),
-        "device": str(dev),
-        "num_threads": num_threads if dev.type == "cpu" else None,
-        "history": history,
-    }
-    save_checkpoint(model, out_path, out)
+        self.model.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                                    for k, v in self.model.state_dict().items()})
+        return stop_reason
+
+    def metrics(self, stop_reason: str, num_threads: int) -> dict:
+        """Final validation and training-set metrics of the model, and the run's record."""
+        final = self.evaluate(self.val) if self.val else None
+        probe = self.train[:: max(1, len(self.train) // 32)]  # train accuracy on <= ~32 images (cost)
+        train_eval = self.evaluate(probe)
+        return {
+            "num_landmarks": self.num_landmarks,
+            "num_parameters": self.model.num_parameters(),
+            "num_train_images": len(self.train),
+            "num_val_images": len(self.val),
+            "train_loss": self.history[-1]["train_loss"] if self.history else float("nan"),
+            "train_keypoint_accuracy": train_eval["keypoint_accuracy"],
+            "val_loss": final["loss"] if final else None,
+            "val_keypoint_accuracy": final["keypoint_accuracy"] if final else None,
+            "val_background_accuracy": final["background_accuracy"] if final else None,
+            "val_top1_precision": final["top1_precision"] if final else None,
+            "val_recall_at_3": final["recall_at_3"] if final else None,
+            "epochs": self.epoch,
+            "best_epoch": self.best["epoch"] if self.best["state"] is not None else self.epoch,
+            "steps": self.step,
+            "stop_reason": stop_reason,
+            "seconds": round(time.perf_counter() - self.t0, 2),
+            "device": str(self.device),
+            "num_threads": num_threads if self.device.type == "cpu" else None,
+            "history": self.history,
+        }
+
+
+def main(conf: RecognizerConfig | dict | None, train_images: list[TrainingImage], num_landmarks: int,
+         out_path: Path, device: str | None = None) -> dict:
+    """Train a recognizer on ``train_images`` (labels 0..num_landmarks) and write the
+    checkpoint (model config, fp16 weights, metrics) to ``out_path``. ``device`` overrides
+    ``conf.device``. Returns the metrics (also stored in the checkpoint)."""
+    conf = RecognizerConfig.of(conf, "recognizer")
+    dev = resolve_device(device if device is not None else conf.device)
+    if dev.type == "cuda":
+        conf = RecognizerConfig.from_dict(deep_merge(conf.to_dict(), conf.cuda or {}), "recognizer.cuda")
+    dim = check_training_images(train_images, num_landmarks)
+    train_images = [im for im in train_images if len(im)]  # images without keypoints teach nothing
+    t0 = time.perf_counter()
+    with torch_settings(dev, conf.num_threads):
+        train, val = split_train_val(train_images, conf.val_fraction, conf.seed)
+        trainer = Trainer(conf, train, val, num_landmarks, dim, dev, t0)
+        num_threads = torch.get_num_threads()
+        logger.info("Training the landmark recognizer (%d landmarks, %d parameters) on %d map images "
+                    "(+%d for validation), %s (%d threads), budget %.1f min.", num_landmarks,
+                    trainer.model.num_parameters(), len(train), len(val), dev, num_threads, trainer.budget / 60)
+        out = trainer.metrics(trainer.run(), num_threads)
+    save_checkpoint(trainer.model, out_path, out)
     logger.info("Recognizer: val keypoint accuracy %s, top-1 precision %s after %d epochs (%.0f s) -> %s",
-                _fmt(out["val_keypoint_accuracy"]), _fmt(out["val_top1_precision"]), epoch, seconds, out_path)
+                _fmt(out["val_keypoint_accuracy"]), _fmt(out["val_top1_precision"]), trainer.epoch,
+                out["seconds"], out_path)
     return out
 
 

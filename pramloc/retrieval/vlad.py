@@ -20,7 +20,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .errors import PramlocError
+from ..errors import PramlocError
+from .base import GlobalIndex, register
 
 MAX_KMEANS_DESCRIPTORS = 100_000
 STORAGE_DTYPES = ("float16", "int8")
@@ -82,23 +83,20 @@ def vlad(descriptors: np.ndarray, vocabulary: np.ndarray) -> np.ndarray:
     return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
 
-class VladIndex:
+@register("vlad")
+class VladIndex(GlobalIndex):
     """Map images' VLAD vectors for nearest-neighbour search by dot product.
 
-    vocabulary: (K, D) float32; vlads: (M, K * D) unit vectors (one per map image, row i
-    for ``names[i]``); storage: ``"float16"`` or ``"int8"`` (see the module docstring).
+    vocabulary: (K, D) float32; vlads: (M, K * D) unit vectors (row i for map image i);
+    storage: ``"float16"`` or ``"int8"`` (see the module docstring).
     """
 
-    def __init__(self, vocabulary: np.ndarray, vlads: np.ndarray, names: Sequence[str],
-                 storage: str = "float16"):
+    def __init__(self, vocabulary: np.ndarray, vlads: np.ndarray, storage: str = "float16"):
         self.vocabulary = np.asarray(vocabulary, dtype=np.float32)
         if self.vocabulary.ndim != 2:
             raise PramlocError(f"VladIndex: vocabulary must be (K, D), got shape {self.vocabulary.shape}")
         dim = self.vocabulary.size
         vlads = np.asarray(vlads, dtype=np.float32).reshape(-1, dim) if np.size(vlads) else np.zeros((0, dim))
-        self.names = list(names)
-        if len(self.names) != len(vlads):
-            raise PramlocError(f"VladIndex: {len(vlads)} vectors but {len(self.names)} names")
         if storage not in STORAGE_DTYPES:
             raise PramlocError(f"VladIndex: unknown storage {storage!r} (known: {', '.join(STORAGE_DTYPES)})")
         self.storage = storage
@@ -112,21 +110,28 @@ class VladIndex:
             self.scales = None
 
     @classmethod
-    def build(cls, vocabulary: np.ndarray, descriptors: Sequence[np.ndarray], names: Sequence[str],
+    def build(cls, vocabulary: np.ndarray, descriptors: Sequence[np.ndarray],
               storage: str = "float16") -> "VladIndex":
         """Index from the local descriptors (N_i, D) of each map image."""
         vlads = np.stack([vlad(d, vocabulary) for d in descriptors]) if len(descriptors) else np.zeros((0,))
-        return cls(vocabulary, vlads, names, storage)
+        return cls(vocabulary, vlads, storage)
+
+    @classmethod
+    def fit(cls, descriptors: Sequence[np.ndarray], conf) -> "VladIndex":
+        """Vocabulary of ``conf.num_words`` words (seed ``conf.seed``) on all the map images'
+        descriptors (N_i, D), then their vectors stored as ``conf.storage``."""
+        vocab = build_vocabulary(np.concatenate(descriptors), conf.num_words, seed=conf.seed)
+        return cls.build(vocab, descriptors, storage=conf.storage)
 
     def __len__(self) -> int:
-        return len(self.names)
+        return len(self.vectors)
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the stored vectors (and int8 scales), vocabulary excluded."""
         return self.vectors.nbytes + (self.scales.nbytes if self.scales is not None else 0)
 
-    def vlad(self, descriptors: np.ndarray) -> np.ndarray:
+    def describe(self, descriptors: np.ndarray) -> np.ndarray:
         """The VLAD vector (K * D,) of a query's descriptors (N, D) with this vocabulary."""
         return vlad(descriptors, self.vocabulary)
 
@@ -149,15 +154,9 @@ class VladIndex:
         order = np.argsort(-s, axis=-1, kind="stable")[..., :k].astype(np.int64)
         return order, np.take_along_axis(s, order, axis=-1).astype(np.float32)
 
-    def query(self, descriptors: np.ndarray, k: int) -> list[tuple[str, float]]:
-        """(name, score) of the ``k`` map images most similar to a query's descriptors (N, D)."""
-        idx, sc = self.search(self.vlad(descriptors), k)
-        return [(self.names[i], float(s)) for i, s in zip(idx, sc)]
-
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Arrays to store in a map file (HDF5/npz); :meth:`from_arrays` reads them back."""
-        out = {"vocabulary": self.vocabulary, "vectors": self.vectors,
-               "names": np.array(self.names, dtype=object).astype(str)}
+        out = {"vocabulary": self.vocabulary, "vectors": self.vectors}
         if self.scales is not None:
             out["scales"] = self.scales
         return out
@@ -167,14 +166,13 @@ class VladIndex:
         try:
             vocabulary = np.asarray(arrays["vocabulary"], dtype=np.float32)
             vectors = np.asarray(arrays["vectors"])
-            names = [n.decode() if isinstance(n, bytes) else str(n) for n in np.asarray(arrays["names"])]
         except KeyError as err:
             raise PramlocError(f"VladIndex: stored index lacks {err.args[0]!r}") from None
         index = cls.__new__(cls)
-        index.vocabulary, index.names = vocabulary, names
-        if vectors.ndim != 2 or vectors.shape[1] != vocabulary.size or len(vectors) != len(names):
+        index.vocabulary = vocabulary
+        if vectors.ndim != 2 or vectors.shape[1] != vocabulary.size:
             raise PramlocError(f"VladIndex: stored vectors {vectors.shape} do not match vocabulary "
-                               f"{vocabulary.shape} and {len(names)} names")
+                               f"{vocabulary.shape}")
         if vectors.dtype == np.int8:
             if "scales" not in arrays:
                 raise PramlocError("VladIndex: stored int8 index lacks 'scales'")

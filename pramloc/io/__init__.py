@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import PramlocError
-from .geometry import CAMERA_MODELS, Camera, Pose
+from ..errors import PramlocError
+from ..geometry import Camera, Pose
 
 
 def read_text(path: Path) -> str:
@@ -34,7 +34,8 @@ def read_text(path: Path) -> str:
         raise PramlocError(f"{path}: cannot read file ({err.strerror or err})") from None
 
 
-def _read_lines(path: Path) -> list[tuple[int, str]]:
+def read_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, stripped text) of the lines that are neither blank nor ``#`` comments."""
     text = read_text(path)
     out = []
     for i, line in enumerate(text.splitlines(), 1):
@@ -46,14 +47,15 @@ def _read_lines(path: Path) -> list[tuple[int, str]]:
 
 def read_image_list(path: Path) -> list[str]:
     """Names, one per line (a name may contain spaces)."""
-    names = [line for _, line in _read_lines(path)]
+    names = [line for _, line in read_lines(path)]
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise PramlocError(f"{path}: image {dup!r} is listed twice")
     return names
 
 
-def _parse_floats(path, lineno, values, what):
+def parse_floats(path: Path, lineno: int, values: list[str], what: str) -> list[float]:
+    """Finite floats of ``values`` (line ``lineno`` of ``path``), or a PramlocError naming them."""
     try:
         # float() also takes '1_0' and non-ASCII digits: not numbers in these formats.
         if not all(v.isascii() and "_" not in v for v in values):
@@ -69,12 +71,12 @@ def _parse_floats(path, lineno, values, what):
 def read_poses(path: Path) -> dict[str, Pose]:
     """``name qw qx qy qz tx ty tz`` per line -> {name: Pose} (names may contain spaces)."""
     poses = {}
-    for lineno, line in _read_lines(path):
+    for lineno, line in read_lines(path):
         parts = line.split()
         if len(parts) < 8:
             raise PramlocError(f"{path}:{lineno}: expected 'name qw qx qy qz tx ty tz', got {line[:80]!r}")
         name = line.rsplit(maxsplit=7)[0]
-        vals = _parse_floats(path, lineno, parts[-7:], "pose")
+        vals = parse_floats(path, lineno, parts[-7:], "pose")
         if name in poses:
             raise PramlocError(f"{path}:{lineno}: image {name!r} appears twice")
         try:
@@ -84,19 +86,24 @@ def read_poses(path: Path) -> dict[str, Pose]:
     return poses
 
 
+def pose_line(name: str, pose: Pose) -> str:
+    """One results line ``name qw qx qy qz tx ty tz\n`` (world-to-camera, hloc format)."""
+    return name + " " + " ".join(f"{v:.10g}" for v in (*pose.qvec, *pose.tvec)) + "\n"
+
+
 def write_poses(path: Path, poses: dict[str, Pose]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         for name, p in poses.items():
-            f.write(name + " " + " ".join(f"{v:.10g}" for v in (*p.qvec, *p.tvec)) + "\n")
+            f.write(pose_line(name, p))
     return path
 
 
 def read_query_list(path: Path) -> dict[str, Camera | None]:
     """hloc query list: ``name MODEL W H params...``; a bare ``name`` maps to None."""
     out: dict[str, Camera | None] = {}
-    for lineno, line in _read_lines(path):
+    for lineno, line in read_lines(path):
         parts = line.split()
         model_idx = next((i for i in range(1, len(parts) - 2) if _looks_like_model(parts, i)), None)
         if model_idx is None:
@@ -118,68 +125,8 @@ def read_query_list(path: Path) -> dict[str, Camera | None]:
 def _looks_like_model(parts: list[str], i: int) -> bool:
     """``parts[i]`` starts ``MODEL W H ...``: an upper-case name followed by two integers."""
     p = parts[i]
-    return (p in _ALL_MODELS or (p.replace("_", "").isalnum() and p.isupper())) and \
+    return p.replace("_", "").isalnum() and p.isupper() and \
         parts[i + 1].isdigit() and parts[i + 2].isdigit()
-
-
-def _camera_start(parts: list[str]) -> int | None:
-    """Index of the camera model in ``name... MODEL W H params``: the last model token
-    followed by exactly its number of values (so a name may contain a model's name), else
-    the first model token (the camera is then reported as malformed)."""
-    fits = [i for i, p in enumerate(parts) if i > 0 and p in CAMERA_MODELS
-            and len(parts) - i - 3 == CAMERA_MODELS[p]]
-    if fits:
-        return fits[-1]
-    return next((i for i, p in enumerate(parts) if p in _ALL_MODELS), None)
-
-
-_ALL_MODELS = {
-    "SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV", "OPENCV_FISHEYE",
-    "FULL_OPENCV", "FOV", "SIMPLE_RADIAL_FISHEYE", "RADIAL_FISHEYE", "THIN_PRISM_FISHEYE",
-}
-
-
-def read_strecha_camera(path: Path) -> tuple[Camera, Pose]:
-    """Strecha ``.camera``: K (3 rows), distortion, R camera-to-world (3 rows), C, ``W H``."""
-    lines = _read_lines(path)
-    if len(lines) < 9:
-        raise PramlocError(f"{path}: Strecha camera file needs 9 lines, found {len(lines)}")
-    rows = []
-    for lineno, line in lines[:9]:
-        rows.append(_parse_floats(path, lineno, line.split(), "camera value"))
-    lens = [len(r) for r in rows]
-    if lens[:3] != [3, 3, 3] or lens[4:8] != [3, 3, 3, 3] or lens[8] != 2:
-        raise PramlocError(f"{path}: malformed Strecha camera (row lengths {lens})")
-    K = np.array(rows[:3])
-    if any(abs(d) > 1e-12 for d in rows[3]):
-        raise PramlocError(f"{path}: radial distortion is not supported (images must be undistorted)")
-    R_c2w = np.array(rows[4:7])
-    C = np.array(rows[7])
-    if not all(v == int(v) for v in rows[8]):
-        raise PramlocError(f"{path}: image size {rows[8]} is not two integers")
-    w, h = int(rows[8][0]), int(rows[8][1])
-    with np.errstate(over="ignore", invalid="ignore"):
-        if not abs(np.linalg.det(R_c2w) - 1) <= 1e-2:
-            raise PramlocError(f"{path}: rotation is not a rotation matrix")
-    T = np.eye(4)
-    T[:3, :3], T[:3, 3] = R_c2w, C
-    try:
-        return Camera("PINHOLE", w, h, [K[0, 0], K[1, 1], K[0, 2], K[1, 2]]), Pose.from_cam_to_world(T)
-    except PramlocError as err:
-        raise PramlocError(f"{path}: {err}") from None
-
-
-def read_matrix_pose(path: Path) -> Pose:
-    """A 4x4 camera-to-world matrix in a text file (7-Scenes ``poses/*.pose.txt``)."""
-    rows = [_parse_floats(path, n, line.split(), "pose") for n, line in _read_lines(path)]
-    if len(rows) not in (3, 4) or any(len(r) != 4 for r in rows):
-        raise PramlocError(f"{path}: expected a 4x4 matrix")
-    if len(rows) == 4 and not np.allclose(rows[3], [0, 0, 0, 1], atol=1e-6):
-        raise PramlocError(f"{path}: the last row of a 4x4 pose must be '0 0 0 1'")
-    try:
-        return Pose.from_cam_to_world(np.array(rows[:3]))
-    except PramlocError as err:
-        raise PramlocError(f"{path}: {err}") from None
 
 
 # ---------------------------------------------------------------- features (HDF5, hloc)
