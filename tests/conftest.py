@@ -1,4 +1,8 @@
-"""Shared fixtures: the real scenes in ../shared/data and small maps built from them."""
+"""Shared fixtures: the real scenes in ../shared/data and small maps built from them.
+
+Tests that need the real data skip without it, except under CI (``CI=true``), where
+missing data fails the run at its start: a CI run must not pass having tested nothing.
+"""
 
 from __future__ import annotations
 
@@ -15,25 +19,38 @@ STRECHA = DATA / "strecha_herzjesu_P25"
 SACRE = DATA / "sacre_coeur"
 
 
-def _need(path: Path) -> Path:
-    if not path.is_dir():
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1")
+
+
+def pytest_sessionstart(session):
+    if _in_ci() and not all(p.is_dir() for p in (KITCHEN, STRECHA, SACRE)):
+        raise pytest.UsageError(f"CI=true but the real test data is missing at {DATA} "
+                                "(see ../shared/data/README.md); refusing to skip most tests")
+
+
+def need_data(path: Path) -> Path:
+    """``path`` (a file or folder of the real data), or skip the test (fail under CI)."""
+    if not path.exists():
+        if _in_ci():
+            pytest.fail(f"CI=true but real test data is missing: {path}")
         pytest.skip(f"real test data not found at {path} (see ../shared/data/README.md)")
     return path
 
 
 @pytest.fixture(scope="session")
 def kitchen_root() -> Path:
-    return _need(KITCHEN)
+    return need_data(KITCHEN)
 
 
 @pytest.fixture(scope="session")
 def strecha_root() -> Path:
-    return _need(STRECHA)
+    return need_data(STRECHA)
 
 
 @pytest.fixture(scope="session")
 def sacre_root() -> Path:
-    return _need(SACRE)
+    return need_data(SACRE)
 
 
 def frame(i: int) -> str:

@@ -1,4 +1,5 @@
-"""Pose-accuracy metrics, the ``pramloc evaluate`` command and retrieval recall, on real poses."""
+"""Pose-accuracy metrics (on synthetic poses), the ``pramloc evaluate`` command and retrieval
+recall (on real poses)."""
 
 from __future__ import annotations
 
@@ -17,22 +18,16 @@ from pramloc.evaluate import evaluate, parse_thresholds, pose_errors, retrieval_
 from pramloc.geometry import Pose
 from pramloc.io import write_poses
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-KITCHEN = DATA / "7scenes_redkitchen"
-STRECHA = DATA / "strecha_herzjesu_P25"
+from .conftest import KITCHEN, STRECHA, frame, need_data
+
 
 
 @pytest.fixture(scope="module")
 def kitchen():
-    if not (KITCHEN / "poses").is_dir():
-        pytest.skip(f"7-Scenes data not found at {KITCHEN}")
+    need_data(KITCHEN / "poses")
     from pramloc.datasets import load_dataset
 
     return {im.name: im.pose for im in load_dataset("7scenes", KITCHEN).images}
-
-
-def frame(i: int) -> str:
-    return f"rgb/frame-{i:06d}.color.jpg"
 
 
 def rotated(pose: Pose, axis, degrees: float) -> Pose:
@@ -46,19 +41,26 @@ def moved(pose: Pose, offset) -> Pose:
     return Pose.from_Rt(pose.R, -pose.R @ (pose.center + np.asarray(offset, float)))
 
 
+def synthetic_poses(names: list[str], seed: int = 0) -> dict[str, Pose]:
+    """Random world-to-camera poses (uniform rotations, centres within a few metres)."""
+    rng = np.random.default_rng(seed)
+    return {n: Pose.from_Rt(R, rng.normal(size=3) * 2) for n, R in
+            zip(names, Rotation.random(len(names), random_state=seed).as_matrix())}
+
+
 # ---------------------------------------------------------------- metrics, hand-computed
 
-def test_pose_errors_hand_computed(kitchen):
-    gt = kitchen[frame(3)]
+def test_pose_errors_hand_computed():
+    gt = synthetic_poses([frame(3)])[frame(3)]
     assert pose_errors(gt, gt) == pytest.approx((0.0, 0.0), abs=1e-6)
     assert pose_errors(rotated(gt, [0, 1, 0], 10), gt) == pytest.approx((0.0, 10.0), abs=1e-6)
     assert pose_errors(rotated(gt, [1, 1, 0], 180), gt) == pytest.approx((0.0, 180.0), abs=1e-5)
     assert pose_errors(moved(gt, [0.3, 0.0, 0.4]), gt) == pytest.approx((0.5, 0.0), abs=1e-6)
 
 
-def test_missing_query_is_an_infinite_failure(kitchen):
+def test_missing_query_is_an_infinite_failure():
     names = [frame(i) for i in (3, 9, 15, 21)]
-    gt = {n: kitchen[n] for n in names}
+    gt = synthetic_poses(names)
     results = {names[0]: gt[names[0]], names[1]: moved(gt[names[1]], [0.1, 0, 0]),
                names[2]: rotated(gt[names[2]], [0, 0, 1], 3)}
     m = evaluate(results, gt, [(0.05, 5), (0.25, 2)])
@@ -147,8 +149,7 @@ def test_cli_evaluate_errors_name_the_line(kitchen_results, tmp_path):
 
 
 def test_gt_model_strecha(tmp_path):
-    if not (STRECHA / "gt_colmap_text").is_dir():
-        pytest.skip(f"Strecha data not found at {STRECHA}")
+    need_data(STRECHA / "gt_colmap_text")
     from pramloc.datasets import load_dataset
     from pramloc.evaluate import load_ground_truth, main
 

@@ -26,7 +26,7 @@ from pramloc.geometry import Camera, Pose
 from pramloc.io import read_image_list, read_poses, read_query_list
 from pramloc.io.colmap import read_colmap_model
 
-from .conftest import KITCHEN, STRECHA
+from .conftest import KITCHEN, STRECHA, need_data
 
 # A fixed, quick run in the test suite; PRAMLOC_FUZZ_EXAMPLES=5000 explores more (randomly).
 _EXAMPLES = int(os.environ.get("PRAMLOC_FUZZ_EXAMPLES", "0"))
@@ -42,9 +42,7 @@ TOKENS = ["0", "-0", "1", "-1", "2", "0.5", "nan", "NaN", "inf", "-inf", "1e308"
 
 
 def _seed(path: Path) -> str:
-    if not path.is_file():
-        pytest.skip(f"real test data not found at {path}")
-    return path.read_text()
+    return need_data(path).read_text()
 
 
 @st.composite
@@ -179,9 +177,7 @@ def test_fuzz_camera_from_string(text):
 
 @pytest.fixture(scope="module")
 def colmap_seed():
-    model = STRECHA / "gt_colmap_text"
-    if not model.is_dir():
-        pytest.skip(f"real test data not found at {model}")
+    model = need_data(STRECHA / "gt_colmap_text")
     files = {p: (model / p).read_text() for p in ("cameras.txt", "images.txt", "points3D.txt")}
     # Give the seed 2D points and 3D points with tracks, so that mutations reach them.
     files["images.txt"] = (files["images.txt"].replace("0000.jpg\n\n", "0000.jpg\n100 200 1 300.5 400 -1\n", 1)
@@ -216,9 +212,7 @@ def test_fuzz_colmap_text_model(scratch, colmap_seed, data):
 def colmap_binary(scratch):
     import pycolmap
 
-    model = STRECHA / "gt_colmap_text"
-    if not model.is_dir():
-        pytest.skip(f"real test data not found at {model}")
+    model = need_data(STRECHA / "gt_colmap_text")
     out = scratch / "binary-seed"
     out.mkdir()
     pycolmap.Reconstruction(str(model)).write_binary(str(out))

@@ -260,5 +260,12 @@ def test_projected_labels_occlusion_and_radius():
     assert labels.tolist() == [1, 0] and counts.tolist() == [1, 0, 1]
 
 
-def test_default_threads_in_range():
-    assert 1 <= train_mod.default_threads(0.01) <= 8
+def test_default_threads_counts_the_idle_cores(monkeypatch):
+    """All cores idle: one thread per core (at most 8); all busy: one thread."""
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    for idle, expected in ((100.0, max(1, min(8, cores))), (0.0, 1)):
+        samples = iter([(0.0, 0.0), (idle, 100.0)])  # (idle, total) jiffies before and after
+        monkeypatch.setattr(train_mod, "_cpu_times", lambda: next(samples))
+        assert train_mod.default_threads(0.0) == expected
