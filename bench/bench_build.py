@@ -4,7 +4,7 @@ stores them, fp16, + the full triangulated model).
 
     python bench/bench_build.py [--scenes 7scenes-interleaved strecha] [--train-minutes 8]
 
-Writes bench/out/build_<scene>.json and the map under bench/out/maps/<scene>.
+Writes bench/results/build_<scene>.json and the map under bench/out/maps/<scene>.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 os.environ.setdefault("GLOG_minloglevel", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import OUT, SCENES, stamp  # noqa: E402
+from common import OUT, RESULTS, SCENES, stamp  # noqa: E402
 
 
 def dir_size(path: Path) -> int:
@@ -72,8 +72,8 @@ def run(scene: str, train_minutes: float | None, device: str | None) -> dict:
         "total_share_of_hloc": round(sum(parts.values()) / hloc["bytes"], 4),
         "recognizer": manifest.get("recognizer"),
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"build_{scene}.json").write_text(json.dumps(result, indent=2))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"build_{scene}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: result[k] for k in ("scene", "wall_s", "timings", "peak_memory_mb", "counts",
                                              "map_total_bytes", "localization_share_of_hloc")}, indent=1))
     return result

@@ -4,7 +4,7 @@ one run, accuracy at the four thresholds, median errors, and median/p90 time per
     python bench/bench_localize.py [--scenes 7scenes-interleaved strecha] [--modes ...]
 
 Needs the maps of bench/bench_build.py (bench/out/maps/<scene>). Writes
-bench/out/localize_<scene>.json and the results files bench/out/results/<scene>_<mode>.txt.
+bench/results/localize_<scene>.json and the results files bench/out/results/<scene>_<mode>.txt.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 os.environ.setdefault("GLOG_minloglevel", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import OUT, SCENES, stamp  # noqa: E402
+from common import OUT, RESULTS, SCENES, stamp  # noqa: E402
 
 STAGES = ("features", "recognition", "retrieval", "matching", "pnp", "refinement")
 
@@ -54,16 +54,6 @@ def retrieval_recall(scene: str, logs: list[dict], map_dir: Path) -> dict:
     retrieved = {r["name"]: r["retrieved"] for r in logs}
     return {**recall(retrieved, gt, dict(zip(m.image_names, m.poses)), max_distance=d, max_angle=30.0),
             "max_distance": d, "max_angle": 30.0}
-
-
-def add_retrieval_recall(scene: str) -> dict:
-    """Add the retrieval recall to an existing localize_<scene>.json from its logs."""
-    path = OUT / f"localize_{scene}.json"
-    report = json.loads(path.read_text())
-    logs = [json.loads(l) for l in (OUT / "results" / f"{scene}_retrieval_log.jsonl").read_text().splitlines()]
-    report["retrieval_recall"] = retrieval_recall(scene, logs, OUT / "maps" / scene)
-    path.write_text(json.dumps(report, indent=2))
-    return report["retrieval_recall"]
 
 
 def run(scene: str, modes: list[str], device: str | None, map_dir: Path | None = None) -> dict:
@@ -119,7 +109,8 @@ def run(scene: str, modes: list[str], device: str | None, map_dir: Path | None =
             "without_features": round(t["retrieval"]["time"]["total_without_features"]["median_ms"]
                                       / t["recognition"]["time"]["total_without_features"]["median_ms"], 2),
         }
-    (OUT / f"localize_{scene}.json").write_text(json.dumps(report, indent=2))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"localize_{scene}.json").write_text(json.dumps(report, indent=2))
     for m in modes:
         r = report["modes"][m]
         print(f"{scene:22s} {m:12s} {r['recall']} median {r['median_translation_cm']} cm "

@@ -34,7 +34,7 @@ import numpy as np
 os.environ.setdefault("GLOG_minloglevel", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import OUT, SCENES, stamp  # noqa: E402
+from common import OUT, RESULTS, SCENES, stamp  # noqa: E402
 
 
 def gt_points(map_dir: Path, m) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +65,7 @@ def run(scene: str, map_dir: Path | None = None) -> dict:
     from pramloc.datasets import load_dataset
     from pramloc.features import extract_path
     from pramloc.landmarks import projected_labels
-    from pramloc.localize import DEFAULT_CONF
+    from pramloc.config import LocalizationConfig
     from pramloc.mapio import load_map
     from pramloc.matching import match
     from pramloc.recognition import Recognizer
@@ -82,7 +82,7 @@ def run(scene: str, map_dir: Path | None = None) -> dict:
     queries = load_dataset(kind, root, qsplit)
     rows = {"recognizer": [], "prior": [], "nn-vote": []}
     kp_correct = {"recognizer": [0, 0], "nn-vote": [0, 0]}
-    n = DEFAULT_CONF["recognition_keypoints"]  # as the localizer: the strongest keypoints
+    n = LocalizationConfig().recognition_keypoints  # as the localizer: the strongest keypoints
     for im in queries.images:
         f = extract_path(queries.path(im.name), m.manifest["feature"])
         f = {**f, "keypoints": f["keypoints"][:n], "descriptors": f["descriptors"][:n]}
@@ -124,8 +124,8 @@ def run(scene: str, map_dir: Path | None = None) -> dict:
     report["torch_threads"] = torch.get_num_threads()
     report["recognizer"] = m.manifest.get("recognizer", {})
     report["checkpoint_bytes"] = m.recognizer_path.stat().st_size
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"recognition_{scene}.json").write_text(json.dumps(report, indent=2))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"recognition_{scene}.json").write_text(json.dumps(report, indent=2))
     print(scene, json.dumps({k: report[k] for k in ("queries_evaluated", "landmarks", "methods", "inference_ms")}))
     return report
 

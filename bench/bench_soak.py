@@ -3,7 +3,7 @@ resident memory and throughput every ``--every`` queries.
 
     python bench/bench_soak.py [--scene 7scenes-interleaved] [--queries 1000] [--mode auto]
 
-Writes bench/out/soak_<scene>.json.
+Writes bench/results/soak_<scene>.json.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import psutil
 os.environ.setdefault("GLOG_minloglevel", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import OUT, SCENES, stamp  # noqa: E402
+from common import OUT, RESULTS, SCENES, stamp  # noqa: E402
 
 
 def run(scene: str, n: int, mode: str, every: int) -> dict:
@@ -50,7 +50,7 @@ def run(scene: str, n: int, mode: str, every: int) -> dict:
               "rss_first_mb": float(rss[0]), "rss_last_mb": float(rss[-1]), "rss_max_mb": float(rss.max()),
               "qps_first_half": round(float(qps[: len(qps) // 2].mean()), 2),
               "qps_second_half": round(float(qps[len(qps) // 2:].mean()), 2)}
-    (OUT / f"soak_{scene}.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / f"soak_{scene}.json").write_text(json.dumps(report, indent=2))
     print({k: v for k, v in report.items() if k != "samples"})
     return report
 

@@ -1,4 +1,4 @@
-"""Shared bits of the benchmarks: scenes, machine description, output folder."""
+"""Shared bits of the benchmarks: scenes, machine description, output folders."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("PRAMLOC_DATA", ROOT.parent / "shared" / "data"))
-OUT = ROOT / "bench" / "out"
+OUT = ROOT / "bench" / "out"  # maps and results files (large, not committed)
+RESULTS = ROOT / "bench" / "results"  # raw JSON of each run (small, committed; docs/BENCHMARKS.md)
 KITCHEN = DATA / "7scenes_redkitchen"
 STRECHA = DATA / "strecha_herzjesu_P25"
 

@@ -1,4 +1,4 @@
-"""Render bench/out/*.json into the tables of docs/BENCHMARKS.md (between markers)."""
+"""Render bench/results/*.json into the tables of docs/BENCHMARKS.md (between markers)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import OUT, ROOT  # noqa: E402
+from common import RESULTS, ROOT  # noqa: E402
 
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 BEGIN, END = "<!-- generated tables: begin -->", "<!-- generated tables: end -->"
-HLOC_7SCENES_MB = 23.5
 
 
 def _load(prefix):
-    return {p.stem[len(prefix) + 1:]: json.loads(p.read_text()) for p in sorted(OUT.glob(f"{prefix}_*.json"))}
+    return {p.stem[len(prefix) + 1:]: json.loads(p.read_text()) for p in sorted(RESULTS.glob(f"{prefix}_*.json"))}
 
 
 def mb(b):
