@@ -124,16 +124,20 @@ def test_index_storage_and_round_trip(feats, vocabulary):
     assert len(empty) == 0 and idx.shape == (0,) and sc.shape == (0,)
 
 
-def test_registry_fit_matches_the_parts(feats):
-    """``retrieval.fit`` with the default config = vocabulary + VLAD vectors stored as int8;
-    an unknown method is an error naming the known ones."""
-    map_names, desc = feats
+def test_registry_fit_matches_the_parts():
+    """``retrieval.fit`` with the default config = vocabulary + VLAD vectors stored as int8
+    (synthetic descriptors: no data needed); an unknown method is an error naming the
+    known ones."""
+    rng = np.random.default_rng(0)
+    descs = [np.abs(rng.normal(size=(200, 128))).astype(np.float32) for _ in range(5)]
     conf = RetrievalConfig()
-    index = retrieval.fit(conf, [desc[n] for n in map_names])
-    vocab = build_vocabulary(np.concatenate([desc[n] for n in map_names]), conf.num_words, seed=conf.seed)
-    direct = VladIndex.build(vocab, [desc[n] for n in map_names], storage="int8")
+    index = retrieval.fit(conf, descs)
+    vocab = build_vocabulary(np.concatenate(descs), conf.num_words, seed=conf.seed)
+    direct = VladIndex.build(vocab, descs, storage="int8")
     for k, v in direct.to_arrays().items():
         np.testing.assert_array_equal(index.to_arrays()[k], v)
-    assert retrieval.get("vlad") is VladIndex and VladIndex.method == "vlad"
+    assert retrieval.get("vlad") is VladIndex and VladIndex.method == "vlad" and len(index) == 5
+    idx, _ = index.search(index.describe(descs[3]), 1)
+    assert idx.tolist() == [3]
     with pytest.raises(PramlocError, match="known: vlad"):
         retrieval.get("netvlad")
