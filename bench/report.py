@@ -29,14 +29,14 @@ def head(title: str | None, columns: str) -> list[str]:
 
 
 def build_table(builds):
-    lines = head("Map building", "scene | images | 3D points (triangulated) | kept points | landmarks | features s | triangulation s | landmarks s | retrieval s | recognizer s | total s | peak RAM MB | map.h5 MB | sfm MB | recognizer MB | total MB | hloc-style MB | localization part / hloc | whole map / hloc")
+    lines = head("Map building", "scene | images | 3D points (triangulated) | kept points | landmarks | features s | triangulation s | landmarks s | retrieval s | recognizer s | total s | peak RAM MB | map.h5 MB | recognizer MB | total MB | hloc-style MB | localization part / hloc | whole map / hloc")
     for s, r in builds.items():
         t = r["timings"]
         lines.append(
             f"| {s} | {r['counts']['images']} | {r['stats']['model']['points3D']} | {r['counts']['points']} | "
             f"{r['counts']['landmarks']} | {t.get('features', 0):.1f} | {t.get('triangulation', t.get('sfm', 0)):.1f} | "
             f"{t.get('landmarks', 0):.1f} | {t.get('retrieval', 0):.1f} | {t.get('recognizer', 0):.1f} | {r['wall_s']:.1f} | "
-            f"{r['peak_memory_mb']:.0f} | {mb(r['map_bytes'].get('map.h5', 0))} | {mb(r['map_bytes'].get('sfm', 0))} | "
+            f"{r['peak_memory_mb']:.0f} | {mb(r['map_bytes'].get('map.h5', 0))} | "
             f"{mb(r['map_bytes'].get('recognizer.pt', 0))} | {mb(r['map_total_bytes'])} | {mb(r['hloc_style']['bytes'])} | "
             f"{100 * r['localization_share_of_hloc']:.1f}% | {100 * r['total_share_of_hloc']:.1f}% |")
     lines += ["", "map.h5 by part (MB): " + "; ".join(
@@ -80,11 +80,45 @@ def localize_table(locs, builds):
             lines.append(f"| {s} | VLAD retrieval recall@1/5/10 (positive: centre within {rr['max_distance']} m, "
                          f"view within {rr['max_angle']}°) | {100 * rr['recall@1']:.1f}% | {100 * rr['recall@5']:.1f}% | "
                          f"{100 * rr['recall@10']:.1f}% |" + " |" * 16)
+    ratio = [(s, r["modes"]["auto"]["time"]) for s, r in locs.items() if "auto" in r["modes"]]
+    if ratio:
+        lines += ["", "`auto`: median time per query / median feature extraction (same run): " + "; ".join(
+            f"{s}: {t['total']['median_ms']:.0f} / {t['features']['median_ms']:.0f} ms = "
+            f"{t['total']['median_ms'] / max(t['features']['median_ms'], 1e-9):.2f}x" for s, t in ratio)]
     sp = [(s, r["speedup_recognition_vs_retrieval"]) for s, r in locs.items() if "speedup_recognition_vs_retrieval" in r]
     if sp:
         lines += ["", "Speed-up of `recognition` over `retrieval` (median per query, same queries, same run): " +
                   "; ".join(f"{s}: {v['end_to_end']}x end to end, {v['without_features']}x without feature extraction"
                             for s, v in sp)]
+    return lines
+
+
+def exhaustive_table(exh, locs):
+    """hloc-style exhaustive localization (bench/bench_exhaustive.py) beside ``auto``, same run."""
+    lines = head("Reference in the same run: hloc-style exhaustive matching, same features and model (bench/bench_exhaustive.py)",
+                 "scene | method | 5cm,5° | 25cm,2° | 50cm,5° | 5m,10° | median cm | median ° | failed | ms per query w/o features")
+    for s, r in exh.items():
+        lines.append(f"| {s} | exhaustive, {r['map_images']} map images, ratio {r['ratio']}, RANSAC {r['ransac_max_error']} px | "
+                     + " | ".join(f"{100 * v:.1f}%" for v in r["recall"].values())
+                     + f" | {r['median_translation_cm']:.2f} | {r['median_rotation_deg']:.2f} | {r['failed']}/{r['queries']} | "
+                     f"{r['median_time_without_features_ms']:.0f} |")
+        a = locs.get(s, {}).get("modes", {}).get("auto")
+        if a:
+            lines.append(f"| {s} | pramloc `auto` | " + " | ".join(f"{100 * v:.1f}%" for v in a["recall"].values())
+                         + f" | {a['median_translation_cm']:.2f} | {a['median_rotation_deg']:.2f} | {a['failed']}/{r['queries']} | "
+                         f"{a['time']['total_without_features']['median_ms']:.0f} |")
+    return lines
+
+
+def failures_table(fails):
+    """Causes of every query's outcome (bench/bench_failures.py), one row per run and mode."""
+    from bench_failures import CAUSES
+
+    lines = head("Where the errors come from (bench/bench_failures.py)", "scene | run | mode | queries | " + " | ".join(CAUSES))
+    for key, r in fails.items():
+        for mode, counts in r["modes"].items():
+            lines.append(f"| {r['scene']} | {r.get('tag') or 'this run'} ({r['commit']}) | {mode} | {counts['queries']} | "
+                         + " | ".join(str(counts[c]) for c in CAUSES) + " |")
     return lines
 
 
@@ -101,6 +135,7 @@ def soak_table(soaks):
 
 def main() -> Path:
     builds, recs, locs, soaks = _load("build"), _load("recognition"), _load("localize"), _load("soak")
+    fails, exh = _load("failures"), _load("exhaustive")
     any_r = next(iter({**builds, **recs, **locs}.values()), {})
     lines = [BEGIN, "",
              f"Machine: {any_r.get('machine', '?')}. Date: {any_r.get('date', '?')}. Commit: {any_r.get('commit', '?')}.",
@@ -111,6 +146,10 @@ def main() -> Path:
         lines += recognition_table(recs) + [""]
     if locs:
         lines += localize_table(locs, builds) + [""]
+    if exh:
+        lines += exhaustive_table(exh, locs) + [""]
+    if fails:
+        lines += failures_table(fails) + [""]
     if soaks:
         lines += soak_table(soaks) + [""]
     lines.append(END)

@@ -4,7 +4,9 @@
 
 For each real scene with ground truth: build the map (timed stages, peak memory, size),
 measure the recognizer, localize the queries in each mode (recognition, retrieval, auto)
-in one run, evaluate; then write the tables (bench/report.py).
+in one run, evaluate, put each query's outcome in a cause (bench/bench_failures.py), run
+the hloc-style exhaustive reference (bench/bench_exhaustive.py); then write the tables
+(bench/report.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_build  # noqa: E402
+import bench_exhaustive  # noqa: E402
+import bench_failures  # noqa: E402
 import bench_localize  # noqa: E402
 import bench_recognition  # noqa: E402
 import report  # noqa: E402
@@ -35,4 +39,6 @@ if __name__ == "__main__":
             bench_build.run(s, a.train_minutes, a.device)
         bench_recognition.run(s)
         bench_localize.run(s, ["recognition", "retrieval", "auto"], a.device)
+        bench_failures.run(s)
+        bench_exhaustive.run(s)
     report.main()

@@ -9,7 +9,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 from .errors import PramlocError
 
 __version__ = "0.1.0"
-MAP_FORMAT_VERSION = 1
+MAP_FORMAT_VERSION = 2
 
 logger = logging.getLogger("pramloc")
 if not logger.handlers:

@@ -46,26 +46,8 @@ def _scene_from_sfm(scene: Scene, rec: pycolmap.Reconstruction) -> Scene:
     return Scene(scene.image_dir, images, dict(scene.source))
 
 
-def _sparse_model(m: mapio.LandmarkMap, kp_of_obs: np.ndarray) -> pycolmap.Reconstruction:
-    """A COLMAP model of the kept points: cameras, posed images whose 2D points are the
-    kept observations (keypoints (N_obs, 2)), and 3D points with their tracks."""
-    rec = sfm.known_pose_model(m.image_names, m.cameras, m.poses,
-                               [kp_of_obs[s:e] for s, e in zip(m.image_offsets[:-1], m.image_offsets[1:])])
-    tracks: dict[int, list] = {}
-    for i in range(len(m.image_names)):
-        for j, p in enumerate(m.image_point_ids(i)):
-            tracks.setdefault(int(p), []).append((i + 1, j))
-    for p in range(len(m.xyz)):
-        track = pycolmap.Track()
-        for image_id, idx in tracks.get(p, []):
-            track.add_element(image_id, idx)
-        rec.add_point3D(m.xyz[p].astype(np.float64), track, m.color[p])
-    return rec
-
-
-def assemble(scene: Scene, seg: landmarks.LandmarkSegmentation, feats: list[dict]) -> tuple[mapio.LandmarkMap, np.ndarray]:
-    """Kept points sorted by landmark + per-image observations -> LandmarkMap.
-    Also returns the keypoint (N_obs, 2) of each stored observation (for the sparse model)."""
+def assemble(scene: Scene, seg: landmarks.LandmarkSegmentation, feats: list[dict]) -> mapio.LandmarkMap:
+    """Kept points sorted by landmark + per-image observations (with their pixels) -> LandmarkMap."""
     kept = seg.tracks.subset(seg.keep)
     lm = seg.landmark[seg.keep]
     order = np.argsort(lm, kind="stable")
@@ -86,9 +68,10 @@ def assemble(scene: Scene, seg: landmarks.LandmarkSegmentation, feats: list[dict
         poses=[im.pose for im in scene.images],
         image_offsets=offsets,
         image_points=obs_pt,
+        image_keypoints=kp_xy.astype(np.float32),
         landmark_centers=seg.centers,
     )
-    return m, kp_xy
+    return m
 
 
 def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False, train: bool = True,
@@ -148,7 +131,7 @@ def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False,
     feats = [read_features(feat_path, n) for n in scene.names]
     with timed(times, "landmarks"):
         seg = landmarks.build(rec, scene.names, [f["descriptors"] for f in feats], conf.landmarks.to_dict())
-        m, kp_xy = assemble(scene, seg, feats)
+        m = assemble(scene, seg, feats)
     stats["landmarks"] = seg.stats
 
     with timed(times, "retrieval"):
@@ -157,8 +140,6 @@ def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False,
     staging = mapio.staging_dir(out)
     try:
         mapio.write_map_data(m, staging)
-        (staging / mapio.SFM_DIR).mkdir()
-        _sparse_model(m, kp_xy).write(str(staging / mapio.SFM_DIR))
         extra = {"config": conf.to_dict(), "source": scene.source, "feature": fconf,
                  "retrieval": {"method": conf.retrieval.method}, "stats": stats}
         if train:

@@ -136,6 +136,18 @@ def viz_map(map_path, out_dir, no_png):
         click.echo(f"{kind}: {path}")
 
 
+@main.command("export-colmap")
+@click.argument("map_path", type=click.Path(path_type=Path))
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@handle_errors
+def export_colmap(map_path, out_dir):
+    """Write the map's sparse model (cameras, posed images, points with their tracks) as a
+    COLMAP binary model into OUT_DIR."""
+    from .sfm import export_map
+
+    click.echo(f"COLMAP model: {export_map(map_path, out_dir)}")
+
+
 # --- localize commands ---
 
 

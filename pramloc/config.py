@@ -124,7 +124,9 @@ class LandmarksConfig(StageConfig):
     outlier_neighbors: int = 20         # open3d statistical outlier removal
     outlier_std_ratio: float = 2.0
     min_track_length: int = 3
-    points_per_image: int = 200         # sparsification: best points kept per map image
+    landmark_points_per_image: int = 200  # landmarks are clustered from each map image's best-observed points
+    points_per_image: int | None = None   # points stored per map image, best-observed first (null: every
+                                          # point seen by min_track_length images)
     seed: int = 0                       # also the seed of structure-from-motion
 
 
@@ -184,14 +186,17 @@ class LocalizationConfig(StageConfig):
     feature-extraction resolution (scaled for larger images)."""
 
     min_inliers: int = 30           # accept a pose with at least this many PnP inliers
-    ransac_max_error: float = 8.0   # px, RANSAC threshold of the first pose
-    refine_max_error: float = 4.0   # px, RANSAC threshold of the refined pose
+    ransac_max_error: float = 12.0  # px, RANSAC threshold of the first pose
+    refine_max_error: float = 12.0  # px, RANSAC threshold of the refined pose
     ratio: float = 0.9              # ratio test of the 2D-3D matching
     recognition_keypoints: int = 1024  # keypoints labelled by the recognizer (the strongest)
-    max_landmarks: int = 6          # recognized landmarks matched, highest predicted visibility first
-    min_votes: float = 3.0          # below: recognition is unsure -> fallback (auto)
-    confident_inliers: int = 100    # auto: below, retrieval is tried too and the pose with more inliers wins
-    refine_radius: float = 12.0     # px, search radius of the matching by projection
+    landmark_visibility: float = 0.9  # landmarks matched together: those holding this share of the predicted visibility
+    max_landmarks: int = 32         # ... at most this many
+    hypotheses: int = 2             # landmark groups tried in turn until a confident pose (by visibility, by votes)
+    match_keypoints: int = 1024     # the strongest keypoints matched to the landmarks (refinement: all)
+    min_votes: float = 3.0          # votes of the first group of landmarks; below: recognition is unsure
+    confident_inliers: int = 100    # below: the next landmark group is tried; auto: retrieval too (most inliers wins)
+    refine_radius: float = 20.0     # px, search radius of the matching by projection
     covisible_images: int = 10      # map images (most co-visible with the first inliers) joining the refinement
     seed: int = 0
 

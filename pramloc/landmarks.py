@@ -120,12 +120,15 @@ def representative_descriptors(tracks: Tracks, descriptors: list[np.ndarray]) ->
     return out
 
 
-def sparsify(tracks: Tracks, points_per_image: int, min_track_length: int) -> np.ndarray:
+def sparsify(tracks: Tracks, points_per_image: int | None, min_track_length: int) -> np.ndarray:
     """Drop redundant points: keep points seen by at least ``min_track_length`` images and,
     for every image, its ``points_per_image`` best-observed points (longest tracks), so that
-    every map image keeps enough points to be registered against. Returns (P,) bool."""
+    every map image keeps enough points to be registered against (None: every point seen
+    often enough). Returns (P,) bool."""
     tl = tracks.track_length
     eligible = tl >= min_track_length
+    if points_per_image is None:
+        return eligible
     keep = np.zeros(len(tl), bool)
     # Sort observations by image, then by decreasing track length.
     o = np.lexsort((-tl[tracks.obs_point], tracks.obs_image))
@@ -205,17 +208,22 @@ def nearest_landmark(xyz: np.ndarray, centers: np.ndarray) -> np.ndarray:
 
 
 def build(rec: pycolmap.Reconstruction, names: list[str], descriptors: list[np.ndarray], conf: dict) -> LandmarkSegmentation:
-    """Outliers out, sparsify, cluster the kept points into landmarks (so that every
-    landmark owns stored points), and label every inlier point (kept or not, for the
-    recognizer's training labels) with its nearest landmark centre."""
+    """Outliers out; cluster the best-observed points of every image
+    (``landmark_points_per_image``: an even coverage of the scene) into landmarks and label
+    every inlier point with its nearest landmark centre; store the points seen by at least
+    ``min_track_length`` images (at most ``points_per_image`` per image, None: all).
+
+    Storing every well-observed point, not only the best-observed of each map image, is
+    what lets a query from a viewpoint the map images did not cover find matches."""
     tracks = tracks_from_reconstruction(rec, names)
     n0 = len(tracks.xyz)
     inl = remove_outliers(tracks.xyz, conf["outlier_neighbors"], conf["outlier_std_ratio"])
     tracks = tracks.subset(inl)
-    keep = sparsify(tracks, conf["points_per_image"], conf["min_track_length"])
-    num = max(1, min(conf["num_landmarks"], int(keep.sum()) // conf.get("min_points_per_landmark", 30)))
-    _, centers = segment(tracks.xyz[keep], num, conf.get("seed", 0))
+    core = sparsify(tracks, conf["landmark_points_per_image"], conf["min_track_length"])
+    num = max(1, min(conf["num_landmarks"], int(core.sum()) // conf.get("min_points_per_landmark", 30)))
+    _, centers = segment(tracks.xyz[core], num, conf.get("seed", 0))
     landmark = nearest_landmark(tracks.xyz, centers)
+    keep = sparsify(tracks, conf["points_per_image"], conf["min_track_length"])
     desc = representative_descriptors(tracks.subset(keep), descriptors)
     per = np.bincount(landmark[keep], minlength=len(centers))
     stats = {

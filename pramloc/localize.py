@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import logger
-from .config import LocalizationConfig
+from .config import LocalizationConfig, RetrievalConfig
 from .errors import PramlocError
 from .features import extract_image, extract_path
 from .geometry import Camera, Pose
@@ -73,7 +73,7 @@ class Localizer:
         mconf = self.map.manifest.get("config", {})
         self.conf = LocalizationConfig.of(conf, "localization").to_dict()
         self.feature_conf = self.map.manifest["feature"]
-        self.retrieval_conf = mconf.get("retrieval", {"top_k": 10})
+        self.top_k = RetrievalConfig.of(mconf.get("retrieval"), "retrieval").top_k
         self.mode = mode
         self.device = torch.device(device or "cpu")
         self.recognizer = None
@@ -100,13 +100,13 @@ class Localizer:
 
     # ------------------------------------------------------------------ stages
 
-    def _match(self, q_idx: np.ndarray, desc: torch.Tensor, pts: np.ndarray, allowed=None) -> np.ndarray:
-        """Match query keypoints ``q_idx`` to map points ``pts`` (only ``allowed`` pairs):
-        (K, 2) rows of (keypoint index, point index)."""
+    def _match(self, q_idx: np.ndarray, desc: torch.Tensor, pts: np.ndarray) -> np.ndarray:
+        """Match query keypoints ``q_idx`` to map points ``pts`` (mutual nearest neighbours
+        with a ratio test): (K, 2) rows of (keypoint index, point index)."""
         if len(q_idx) == 0 or len(pts) == 0:
             return np.zeros((0, 2), np.int64)
         m, _ = match(desc[torch.from_numpy(q_idx)], self.descriptors[torch.from_numpy(pts)],
-                     ratio=self.conf["ratio"], mutual=True, allowed=allowed)
+                     ratio=self.conf["ratio"], mutual=True)
         m = m.cpu().numpy()
         return np.stack([q_idx[m[:, 0]], pts[m[:, 1]]], 1) if len(m) else np.zeros((0, 2), np.int64)
 
@@ -130,7 +130,7 @@ class Localizer:
     def _refine(self, est: PoseEstimate, matches: np.ndarray, kps, desc_np, camera, seed_points: np.ndarray,
                 times: dict, px: float) -> PoseEstimate:
         """Re-match by projection against ``seed_points`` and the points of the map images
-        co-visible with the inliers, then re-estimate (the first pose is kept if that fails)."""
+        co-visible with the inliers, then re-estimate (:func:`refine_by_projection`)."""
         c = self.conf
         with _Timer(times, "refinement"):
             seen = np.isin(self.map.image_points, matches[est.inlier_mask, 1])
@@ -138,12 +138,10 @@ class Localizer:
             covis = np.argsort(-counts, kind="stable")[: c["covisible_images"]]
             covis = covis[counts[covis] > 0]
             pts = np.unique(np.concatenate([seed_points] + [self.map.image_point_ids(i) for i in covis]))
-            # A tighter RANSAC threshold than the first estimate's: the projection-guided
-            # matches are many and clean, and the final pose gains from the precision.
-            refined = refine_by_projection(est.pose, camera, kps, desc_np, self._xyz[pts],
-                                           self.map.descriptors[pts], c["refine_radius"] * px, c["ratio"],
-                                           c["refine_max_error"] * px, c["min_inliers"], seed=c["seed"])
-        return refined if refined is not None else est
+            # The refined estimate, unless it has fewer inliers than the first.
+            return refine_by_projection(est, camera, kps, desc_np, self._xyz[pts], self.map.descriptors[pts],
+                                        c["refine_radius"] * px, c["ratio"], c["refine_max_error"] * px,
+                                        c["min_inliers"], seed=c["seed"])
 
     def _recognition_path(self, kps, desc, desc_np, size, camera, res: QueryResult, px: float):
         c, times = self.conf, res.times
@@ -154,24 +152,63 @@ class Localizer:
             rec = self.recognizer.recognize(kps[:n], desc_np[:n], size)
             ranked = rec.ranked()
         res.landmarks = ranked[: c["max_landmarks"]].tolist()
+        if rec.votes[ranked[: self._group_size(rec, ranked)]].sum() < c["min_votes"]:
+            res.votes = [round(float(rec.votes[l]), 2) for l in res.landmarks]
+            res.visibility = [round(float(rec.visibility[l]), 4) for l in res.landmarks]
+            return None, "recognition unsure"
+        # Hypotheses: groups of landmarks, each matched as one region (every keypoint against
+        # all of their points: a keypoint's own label is wrong too often to restrict its
+        # candidates), in turn until a confident pose: the top landmarks by predicted
+        # visibility, then by keypoint votes (the recognizer's two heads disagree on some
+        # views), then the next ones.
+        best, reason, tried = None, "", []
+        for group in self._hypotheses(rec, ranked):
+            with _Timer(times, "matching"):
+                pts = self._landmark_points(group)
+                matches = self._match(np.arange(min(len(kps), c["match_keypoints"])), desc, pts)
+            est, why = self._register_and_refine(matches, pts, kps, desc_np, camera, res, px)
+            tried += [l for l in group.tolist() if l not in tried]
+            if est is not None and (best is None or est.num_inliers > best.num_inliers):
+                best = est
+            reason = reason or why
+            if best is not None and best.num_inliers >= c["confident_inliers"]:
+                break
+        res.landmarks = tried  # every landmark matched, in order
         res.votes = [round(float(rec.votes[l]), 2) for l in res.landmarks]
         res.visibility = [round(float(rec.visibility[l]), 4) for l in res.landmarks]
-        if len(ranked) == 0 or rec.votes[ranked[0]] < c["min_votes"]:
-            return None, "recognition unsure"
-        with _Timer(times, "matching"):
-            # Keypoints labelled with one of the top landmarks, matched only against the
-            # points of their own landmark (one masked matching for all landmarks).
-            top = ranked[: c["max_landmarks"]]
-            q_idx = np.nonzero(np.isin(rec.labels, top + 1))[0]
-            pts = np.concatenate([np.arange(self._offsets[l], self._offsets[l + 1]) for l in top])
-            allowed = torch.from_numpy(rec.labels[q_idx][:, None] - 1 == self.map.point_landmark[pts][None, :])
-            matches = self._match(q_idx, desc, pts, allowed)
-        return self._register_and_refine(matches, pts, kps, desc_np, camera, res, px)
+        return best, "" if best is not None else reason
+
+    def _group_size(self, rec, ranked: np.ndarray) -> int:
+        """Landmarks per hypothesis: as many as hold ``landmark_visibility`` of the predicted
+        visibility (few when the view is dominated by some landmarks, more when it spreads
+        over many, as on a facade), at most ``max_landmarks``."""
+        share = np.cumsum(rec.visibility[ranked]) / max(float(rec.visibility.sum()), 1e-9)
+        return int(min(np.searchsorted(share, self.conf["landmark_visibility"]) + 1, self.conf["max_landmarks"]))
+
+    def _hypotheses(self, rec, ranked: np.ndarray):
+        """Up to ``hypotheses`` groups of :meth:`_group_size` landmarks, each bringing new
+        ones: by visibility (``ranked``) and by votes in turn."""
+        k, seen, n = self._group_size(rec, ranked), set(), 0
+        by_votes = np.argsort(-rec.votes, kind="stable")
+        by_votes = by_votes[rec.votes[by_votes] > 0]
+        for start in range(0, len(ranked), k):
+            for order in (ranked, by_votes):
+                group = order[start:start + k]
+                if n == self.conf["hypotheses"] or not len(group):
+                    return
+                if not set(group.tolist()) <= seen:
+                    seen.update(group.tolist())
+                    n += 1
+                    yield group
+
+    def _landmark_points(self, landmarks: np.ndarray) -> np.ndarray:
+        o = self._offsets
+        return np.concatenate([np.arange(o[l], o[l + 1]) for l in landmarks])
 
     def _retrieval_path(self, kps, desc, desc_np, camera, res: QueryResult, px: float):
         times = res.times
         with _Timer(times, "retrieval"):
-            idx, _ = self.index.search(self.index.describe(desc_np), self.retrieval_conf.get("top_k", 10))
+            idx, _ = self.index.search(self.index.describe(desc_np), self.top_k)
             res.retrieved = [self.map.image_names[i] for i in idx]
             pts = np.unique(np.concatenate([self.map.image_point_ids(i) for i in idx]))
         with _Timer(times, "matching"):

@@ -125,6 +125,36 @@ def known_pose_model(names: list[str], cameras: list[Camera], poses: list[Pose],
     return rec
 
 
+def map_model(m) -> pycolmap.Reconstruction:
+    """The COLMAP model of a :class:`pramloc.mapio.LandmarkMap`: its cameras, posed images
+    whose 2D points are the stored observations, and its 3D points with their tracks."""
+    o = m.image_offsets
+    rec = known_pose_model(m.image_names, m.cameras, m.poses,
+                           [m.image_keypoints[s:e] for s, e in zip(o[:-1], o[1:])])
+    tracks: dict[int, list] = {}
+    for i in range(len(m.image_names)):
+        for j, p in enumerate(m.image_point_ids(i)):
+            tracks.setdefault(int(p), []).append((i + 1, j))
+    for p in range(len(m.xyz)):
+        track = pycolmap.Track()
+        for image_id, idx in tracks.get(p, []):
+            track.add_element(image_id, idx)
+        rec.add_point3D(m.xyz[p].astype(np.float64), track, m.color[p])
+    return rec
+
+
+def export_map(map_path: Path, out: Path) -> Path:
+    """Write the COLMAP model (binary) of the map folder ``map_path`` into ``out`` (created;
+    COLMAP's files in it are replaced), for COLMAP's GUI or any COLMAP reader. Returns ``out``."""
+    from .mapio import load_map
+
+    rec = map_model(load_map(map_path))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rec.write(str(out))
+    return out
+
+
 def _match_pairs(scene: Scene, features: Path, pairs: list[tuple[str, str]], ratio: float,
                  known_poses: bool, max_epipolar_error: float = 4.0):
     """Match each pair; with known poses keep matches with Sampson error below the

@@ -14,6 +14,7 @@ from pramloc.cli import main as cli
 from pramloc.datasets import load_dataset
 from pramloc.errors import PramlocError
 from pramloc.evaluate import pose_errors
+from pramloc.features import extract_path
 from pramloc.geometry import Camera
 from pramloc.io import read_poses
 from pramloc.localize import Localizer
@@ -137,3 +138,46 @@ def test_recognition_and_auto_modes(kitchen_map_trained, queries):
         assert t < 0.05 and R < 2.0, (im.name, t, R)
         a = auto_loc.localize(scene.path(im.name), im.camera, im.name)
         assert a.path in ("recognition", "retrieval") and pose_errors(a.pose, im.pose)[0] < 0.05
+
+
+def test_landmark_hypotheses_are_tried_in_turn(kitchen_map_trained, queries):
+    """Groups of (at most ``max_landmarks``) landmarks are matched in turn until a pose has
+    ``confident_inliers``: the top ones by predicted visibility, by keypoint votes, then the
+    next ones by visibility; the log lists every landmark matched, once."""
+    ims, scene = queries
+    im = ims[1]
+    one = Localizer(kitchen_map_trained, "recognition", {"max_landmarks": 2, "hypotheses": 1})
+    r1 = one.localize(scene.path(im.name), im.camera, im.name)
+    assert len(r1.landmarks) == 2
+    # Never confident: all three groups are tried, the pose with the most inliers is kept.
+    three = Localizer(kitchen_map_trained, "recognition",
+                      {"max_landmarks": 2, "hypotheses": 3, "confident_inliers": 10 ** 6})
+    r3 = three.localize(scene.path(im.name), im.camera, im.name)
+    assert r3.landmarks[:2] == r1.landmarks and 2 < len(r3.landmarks) <= 6
+    assert len(set(r3.landmarks)) == len(r3.landmarks)
+    f = extract_path(scene.path(im.name), three.feature_conf)
+    rec = three.recognizer.recognize(f["keypoints"][:1024], f["descriptors"][:1024], tuple(f["image_size"]))
+    assert set(np.argsort(-rec.votes, kind="stable")[:2].tolist()) <= set(r3.landmarks)
+    assert r3.path == "recognition" and r3.num_inliers >= r1.num_inliers
+    assert pose_errors(r3.pose, im.pose)[0] < 0.05
+
+
+def test_keypoint_labels_do_not_restrict_matching(kitchen_map_trained, queries):
+    """The recognized landmarks are matched as one region: every keypoint may match any of
+    their points, whatever landmark it was labelled with (a wrong label loses no match)."""
+    ims, scene = queries
+    loc = Localizer(kitchen_map_trained, "recognition")
+    recognize = loc.recognizer.recognize
+
+    def background_labels(*args, **kwargs):
+        r = recognize(*args, **kwargs)
+        r.labels[:] = 0  # every keypoint labelled background; the landmark ranking is kept
+        return r
+
+    for im in ims[:2]:
+        ref = loc.localize(scene.path(im.name), im.camera, im.name)
+        loc.recognizer.recognize = background_labels
+        r = loc.localize(scene.path(im.name), im.camera, im.name)
+        loc.recognizer.recognize = recognize
+        assert r.path == "recognition" and r.num_matches == ref.num_matches
+        assert pose_errors(r.pose, im.pose)[0] < 0.05

@@ -30,7 +30,6 @@ def test_damaged_map_folders(kitchen_map, tmp_path):
             mapio.load_map(m)
         return str(e.value)
 
-    assert "map part is missing" in damaged("deleted", lambda m: (m / "sfm/points3D.bin").unlink())
     assert "map part is missing" in damaged("no_h5", lambda m: (m / "map.h5").unlink())
 
     def truncate(m):
@@ -92,7 +91,6 @@ def _variant(src: Path, dst: Path, label: str, shift: float) -> None:
     m.xyz = m.xyz + np.float32(shift)
     dst.mkdir()
     mapio.write_map_data(m, dst)
-    shutil.copytree(src / mapio.SFM_DIR, dst / mapio.SFM_DIR)
     extra = {k: v for k, v in m.manifest.items()
              if k not in ("format_version", "pramloc_version", "created", "counts", "files")}
     mapio.write_manifest(dst, m, {**extra, "variant": label})

@@ -4,7 +4,6 @@
       manifest.json   format version, config, source, feature type, counts, checksums
       map.h5          points, landmarks, images (poses, observations), retrieval data
       recognizer.pt   the trained landmark recognizer (when trained)
-      sfm/            the sparse model (COLMAP binary) of the kept points
 
 A map is written into a temporary sibling folder and moved into place only when
 complete; loading checks the version and every part's size and checksum.
@@ -29,7 +28,7 @@ from .. import retrieval
 from ..errors import PramlocError
 from .folder import _Folder, commit, exchange, part_sizes, remove_stale_staging, staging_dir
 from .manifest import MANIFEST, _checked_parts, _open_parts, read_manifest, write_manifest
-from .model import RECOGNIZER, SFM_DIR, LandmarkMap, check_consistency
+from .model import RECOGNIZER, LandmarkMap, check_consistency
 from .schema import MAP_H5, dequantize_descriptors, h5_part_sizes, quantize_descriptors, read_map_data, write_map_data
 
 class _Replaced(Exception):
@@ -92,7 +91,7 @@ def retrieval_index(m: LandmarkMap) -> retrieval.GlobalIndex:
     return retrieval.from_arrays(method, m.retrieval)
 
 
-__all__ = ["LandmarkMap", "MANIFEST", "MAP_H5", "RECOGNIZER", "SFM_DIR", "check_consistency", "commit",
+__all__ = ["LandmarkMap", "MANIFEST", "MAP_H5", "RECOGNIZER", "check_consistency", "commit",
            "dequantize_descriptors", "exchange", "h5_part_sizes", "load_map", "part_sizes", "quantize_descriptors",
            "read_manifest", "read_part", "remove_stale_staging", "retrieval_index", "staging_dir",
            "write_manifest", "write_map_data"]

@@ -192,7 +192,7 @@ class _Folder:
 
 
 def part_sizes(path: Path) -> dict[str, int]:
-    """Bytes on disk by part: map.h5, recognizer.pt, sfm/, manifest.json."""
+    """Bytes on disk by part: map.h5, recognizer.pt, manifest.json."""
     path = Path(path)
     sizes: dict[str, int] = {}
     for p in path.rglob("*"):

@@ -11,7 +11,7 @@ from ..errors import PramlocError
 from ..geometry import Camera, Pose
 
 RECOGNIZER = "recognizer.pt"  # the map folder's parts besides map.h5 and manifest.json
-SFM_DIR = "sfm"
+
 
 @dataclass
 class LandmarkMap:
@@ -24,7 +24,8 @@ class LandmarkMap:
       (stored as uint8); ``point_landmark`` (P,) int64; ``color`` (P, 3) uint8.
     - ``image_names`` (M,), ``cameras`` (M,) :class:`Camera`, ``poses`` (M,) :class:`Pose`
       world-to-camera; ``image_offsets`` (M + 1,) and ``image_points`` (O,): map image ``i``
-      observes points ``image_points[image_offsets[i]:image_offsets[i + 1]]``.
+      observes points ``image_points[image_offsets[i]:image_offsets[i + 1]]``, at the
+      pixels ``image_keypoints`` (O, 2) float32 (keypoint convention).
     - ``landmark_centers`` (L, 3).
     - ``retrieval``: the arrays of the retrieval index (:meth:`GlobalIndex.to_arrays`,
       rows = map images) of the method named by ``manifest["retrieval"]["method"]``.
@@ -39,6 +40,7 @@ class LandmarkMap:
     poses: list[Pose]
     image_offsets: np.ndarray
     image_points: np.ndarray
+    image_keypoints: np.ndarray
     landmark_centers: np.ndarray
     retrieval: dict[str, np.ndarray] = field(default_factory=dict)
     manifest: dict = field(default_factory=dict)
@@ -82,6 +84,8 @@ def check_consistency(m: LandmarkMap) -> None:
     elif M and (m.image_offsets[0] != 0 or m.image_offsets[-1] != len(m.image_points)
                 or np.any(np.diff(m.image_offsets) < 0)):
         problems.append("bad image offsets")
+    if m.image_keypoints.shape != (len(m.image_points), 2):
+        problems.append("observation keypoints and points of different lengths")
     if len(m.image_points) and (m.image_points.min() < 0 or m.image_points.max() >= P):
         problems.append("observations of unknown points")
     if P and (m.point_landmark.min() < 0 or m.point_landmark.max() >= L or np.any(np.diff(m.point_landmark) < 0)):

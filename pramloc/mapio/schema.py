@@ -3,7 +3,8 @@
 - ``points/xyz`` (P, 3) float32, ``points/descriptors`` (P, D) uint8 (:func:`quantize_descriptors`),
   ``points/landmark`` (P,) uint8/uint16, ``points/color`` (P, 3) uint8;
 - ``images/names``, ``images/cameras`` (strings), ``images/qvec`` (M, 4), ``images/tvec``
-  (M, 3) world-to-camera, ``images/offsets`` (M + 1,), ``images/points`` (O,) uint16/uint32;
+  (M, 3) world-to-camera, ``images/offsets`` (M + 1,), ``images/points`` (O,) uint16/uint32
+  and ``images/keypoints`` (O, 2) float32 (the observations' pixels);
 - ``landmarks/centers`` (L, 3) float32;
 - ``retrieval/*``: the retrieval index's arrays.
 """
@@ -51,6 +52,7 @@ def write_map_data(m: LandmarkMap, folder: Path) -> Path:
         g.create_dataset("offsets", data=m.image_offsets.astype(np.int64))
         pt_dtype = np.uint16 if len(m.xyz) <= 65536 else np.uint32
         g.create_dataset("points", data=m.image_points.astype(pt_dtype))
+        g.create_dataset("keypoints", data=m.image_keypoints.astype(np.float32))
         g = f.create_group("landmarks")
         g.create_dataset("centers", data=m.landmark_centers.astype(np.float32))
         g = f.create_group("retrieval")
@@ -77,6 +79,7 @@ def read_map_data(f, manifest: dict, path: Path) -> LandmarkMap:
             poses=[Pose(q, t) for q, t in zip(qv, tv)],
             image_offsets=h["images/offsets"][()].astype(np.int64),
             image_points=h["images/points"][()].astype(np.int64),
+            image_keypoints=h["images/keypoints"][()],
             landmark_centers=h["landmarks/centers"][()].astype(np.float64),
             retrieval={k: v[()] for k, v in h["retrieval"].items()},
             manifest=manifest,
