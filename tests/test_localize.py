@@ -181,3 +181,22 @@ def test_keypoint_labels_do_not_restrict_matching(kitchen_map_trained, queries):
         loc.recognizer.recognize = recognize
         assert r.path == "recognition" and r.num_matches == ref.num_matches
         assert pose_errors(r.pose, im.pose)[0] < 0.05
+
+
+def test_landmarks_matched_together_hold_the_predicted_visibility(kitchen_map_trained, queries):
+    """A hypothesis holds the fewest top landmarks whose predicted visibility reaches
+    ``landmark_visibility`` of the total, at most ``max_landmarks``."""
+    ims, scene = queries
+    im = ims[2]
+    sizes = {}
+    for share in (0.0, 0.6, 1.0):
+        loc = Localizer(kitchen_map_trained, "recognition", {"landmark_visibility": share, "hypotheses": 1})
+        r = loc.localize(scene.path(im.name), im.camera, im.name)
+        vis = np.array(r.visibility)
+        sizes[share] = len(r.landmarks)
+        f = extract_path(scene.path(im.name), loc.feature_conf)
+        rec = loc.recognizer.recognize(f["keypoints"][:1024], f["descriptors"][:1024], tuple(f["image_size"]))
+        before_last = vis[:-1].sum() / rec.visibility.sum()
+        assert before_last < share or len(r.landmarks) == 1
+        assert vis.sum() / rec.visibility.sum() >= share - 1e-6 or len(r.landmarks) == len(rec.ranked())
+    assert sizes[0.0] == 1 and sizes[0.0] <= sizes[0.6] <= sizes[1.0] <= 32
