@@ -1,8 +1,10 @@
 """``pramloc localize``: per-query pipeline and its modes.
 
-    features -> recognition (keypoint labels, landmarks ranked by predicted visibility)
-             -> landmark-wise 2D-3D matching
-             -> PnP + RANSAC -> refinement by projection                 [recognition]
+    features -> recognition (keypoint labels and votes, landmarks ranked by predicted visibility)
+             -> hypotheses: groups of landmarks, each matched as one region (the strongest
+                keypoints against all of its points)
+             -> PnP + RANSAC -> refinement by projection, next hypothesis until a
+                confident pose                                           [recognition]
     features -> VLAD retrieval of map images -> matching against their points
              -> PnP + RANSAC -> refinement by projection                 [retrieval]
     auto = recognition, falling back to retrieval when recognition is unsure, registration
