@@ -93,6 +93,10 @@ def build_map(dataset, root, images, colmap_model, split, out, preset, overrides
     c = manifest["counts"]
     click.echo(f"landmarks {c['landmarks']}, kept points {c['points']}, "
                f"stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in manifest["timings"].items()))
+    cache = build.cache_dir(out)
+    size = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file()) if cache.is_dir() else 0
+    click.echo(f"cache: {cache} ({size / 1e6:.1f} MB of features and the full model, reused by the next "
+               "build of this map; delete the folder to reclaim the space)")
 
 
 @main.command()
@@ -116,7 +120,8 @@ def info(map_path):
                + f"; total {sum(sizes.values()) / 1e6:.2f} MB")
     click.echo("map.h5 by part: " + ", ".join(f"{k} {v / 1e6:.3f} MB" for k, v in sorted(h5_part_sizes(map_path).items())))
     rec = man.get("recognizer")
-    click.echo("recognizer: " + (", ".join(f"{k} {v}" for k, v in rec.items() if not isinstance(v, (dict, list)))
+    click.echo("recognizer: " + (", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                            for k, v in rec.items() if not isinstance(v, (dict, list)))
                                   if rec else "none (build without --no-train to train one)"))
 
 

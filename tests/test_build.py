@@ -83,6 +83,8 @@ def test_strecha_map_cli(strecha_root, tmp_path):
     res = run(["build-map", "--dataset", "strecha", "--root", strecha_root, "--split", split, "--out", out,
                "--set", "features.max_side=640", "--set", "landmarks.num_landmarks=6", *FAST])
     assert "registered images 3" in res.output
+    # Where the build cache is, its size, and how to reclaim the space.
+    assert f"cache: {out.parent / '.herzjesu.cache'} (" in res.output and "delete the folder" in res.output
     m = load_map(out)
     assert m.cameras[0].width == 3072 and m.num_landmarks == 6 and len(m.xyz) > 100
     # The output exists now: refused without --overwrite, replaced with it.

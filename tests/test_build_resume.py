@@ -40,8 +40,9 @@ def _same_points(a: mapio.LandmarkMap, b: mapio.LandmarkMap) -> bool:
 
 def test_killed_build_leaves_no_map_and_resumes(kitchen_map, kitchen_root, kitchen_split, tmp_path):
     """SIGKILL during start-up, during feature extraction and while the map folder is being
-    written: never a folder at --out that loads; the re-run resumes from the cached stages,
-    cleans up after the killed runs, and gives the map of an uninterrupted build."""
+    written (its recognizer training, a window of seconds): never a folder at --out that
+    loads; the re-run resumes from the cached stages, cleans up after the killed runs, and
+    gives the map of an uninterrupted build."""
     out = tmp_path / "maps/kitchen"
     cache = out.parent / ".kitchen.cache"
     _, config = fixture_config(kitchen_map, tmp_path)
@@ -53,9 +54,11 @@ def test_killed_build_leaves_no_map_and_resumes(kitchen_map, kitchen_root, kitch
         "during features": lambda: any(cache.glob("features-*.h5")),
         "while writing the map": lambda: any(out.parent.glob(".kitchen.tmp-*")),
     }
+    training = [a for a in args if a != "--no-train"] + ["--train-minutes", "0.2"]
     for what, ready in points.items():
         t0[0] = time.monotonic()
-        proc = subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(training if what == "while writing the map" else args, env=ENV,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         assert _wait_then_kill(proc, ready), f"the build finished before the kill point {what!r}"
         if out.exists():
             with pytest.raises(PramlocError):

@@ -200,3 +200,14 @@ def test_landmarks_matched_together_hold_the_predicted_visibility(kitchen_map_tr
         assert before_last < share or len(r.landmarks) == 1
         assert vis.sum() / rec.visibility.sum() >= share - 1e-6 or len(r.landmarks) == len(rec.ranked())
     assert sizes[0.0] == 1 and sizes[0.0] <= sizes[0.6] <= sizes[1.0] <= 32
+
+
+def test_info_shows_rounded_training_record(kitchen_map_trained):
+    """``info`` prints the recognizer's record with 4 significant digits and the real stop
+    reason (the time budget, not 'epochs')."""
+    import re
+
+    res = run(["info", kitchen_map_trained])
+    line = next(l for l in res.output.splitlines() if l.startswith("recognizer: "))
+    assert not re.search(r"\d\.\d{5,}", line), line
+    assert "stop_reason time budget" in line or "stop_reason early stopping" in line

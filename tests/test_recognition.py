@@ -269,3 +269,11 @@ def test_default_threads_counts_the_idle_cores(monkeypatch):
         samples = iter([(0.0, 0.0), (idle, 100.0)])  # (idle, total) jiffies before and after
         monkeypatch.setattr(train_mod, "_cpu_times", lambda: next(samples))
         assert train_mod.default_threads(0.0) == expected
+
+
+def test_budget_stopped_training_says_so(tmp_path, kitchen_images):
+    """Without fixed epochs the time budget ends training (the epochs are fitted to it), and
+    the record says so rather than 'epochs'."""
+    conf = {**SMALL, "epochs": None, "train_minutes": 0.05, "val_every": 2}
+    metrics = train_mod.main(conf, kitchen_images, NUM_LANDMARKS, tmp_path / "r.pt")
+    assert metrics["stop_reason"] == "time budget" and metrics["seconds"] < 0.05 * 60 + 10

@@ -251,22 +251,29 @@ class Trainer:
     def run(self) -> str:
         """Train until the epochs, the time budget or the patience run out;
         leaves the best weights (as stored: fp16) in the model. Returns the stop reason."""
-        c, stop_reason = self.conf, "epochs"
-        bar = track(total=self.epochs, desc="recognizer")
+        c = self.conf
+        # Epochs stop a fixed-epoch run; otherwise the time budget does (the number of epochs
+        # is re-fitted to it as training goes): the bar counts epochs or seconds, whichever
+        # is known in advance, so that its percentage and ETA mean something.
+        stop_reason = ""
+        bar = track(total=self.epochs if self.fixed_epochs else round(self.budget), desc="recognizer")
         while self.epoch < self.epochs:
             record = self.train_epoch()
             elapsed = time.perf_counter() - self.t0
             if not self.fixed_epochs:  # fit the schedule to the budget from the mean epoch time so far
                 self.epochs = max(self.epoch, min(int(c.max_epochs), int(self.budget / (elapsed / self.epoch))))
-                bar.total = self.epochs
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "epoch"})
+                bar.update(min(elapsed, self.budget) - bar.n)
+            else:
+                bar.update(1)
+            bar.set_postfix({"epoch": self.epoch, **{k: f"{v:.3f}" for k, v in record.items() if k != "epoch"}})
             if elapsed > self.budget:
                 stop_reason = "time budget"
                 break
             if c.patience and self.best["score"] is not None and self.step - self.best["step"] >= c.patience:
                 stop_reason = "early stopping"
                 break
+        if not stop_reason:  # the epochs ran out: fixed, at most max_epochs, or fitted to the time budget
+            stop_reason = ("epochs" if self.fixed_epochs or self.epoch >= int(c.max_epochs) else "time budget")
         bar.close()
         if self.history and "val_loss" not in self.history[-1]:
             self.validate(self.history[-1])
