@@ -11,6 +11,7 @@ import click
 import numpy as np
 
 from . import datasets, logger
+from .config import RecognizerConfig
 from .errors import PramlocError
 
 DATASETS = click.Choice(datasets.names())  # layouts registered in pramloc/datasets/
@@ -53,7 +54,7 @@ def main(verbose: int, quiet: bool):
 IMAGES_PRESET = "outdoor"  # --images (with or without --colmap); a --dataset layout names its own
 
 
-@main.command("build-map")
+@main.command("build-map", short_help="Build a landmark map from images.")
 @click.option("--dataset", type=DATASETS, help="A dataset in its native layout.")
 @click.option("--root", type=click.Path(path_type=Path), help="Dataset root (with --dataset).")
 @click.option("--images", type=click.Path(path_type=Path), help="Image folder (with --colmap, or alone for SfM).")
@@ -62,7 +63,8 @@ IMAGES_PRESET = "outdoor"  # --images (with or without --colmap); a --dataset la
 @click.option("--out", type=click.Path(path_type=Path), help="Map folder (default: maps/NAME).")
 @click.option("--config", "preset", default=None, help="Preset (indoor, outdoor) or a YAML file.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a config value.")
-@click.option("--train-minutes", type=float, help="Time budget of recognizer training.")
+@click.option("--train-minutes", type=float,
+              help=f"Time budget of recognizer training, minutes (default: {RecognizerConfig().train_minutes:g}).")
 @click.option("--no-train", is_flag=True, help="Skip recognizer training.")
 @click.option("--device", default=None, help="Training device (cpu, cuda; default: cpu).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing map.")
@@ -99,7 +101,7 @@ def build_map(dataset, root, images, colmap_model, split, out, preset, overrides
                "build of this map; delete the folder to reclaim the space)")
 
 
-@main.command()
+@main.command(short_help="Summary of a map.")
 @click.argument("map_path", type=click.Path(path_type=Path))
 @handle_errors
 def info(map_path):
@@ -125,7 +127,7 @@ def info(map_path):
                                   if rec else "none (build without --no-train to train one)"))
 
 
-@main.command("viz-map")
+@main.command("viz-map", short_help="Map points coloured by landmark (PLY, PNG).")
 @click.argument("map_path", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), help="Output folder (default: the map folder's sibling NAME_viz).")
 @click.option("--no-png", is_flag=True, help="Only the PLY.")
@@ -141,7 +143,7 @@ def viz_map(map_path, out_dir, no_png):
         click.echo(f"{kind}: {path}")
 
 
-@main.command("export-colmap")
+@main.command("export-colmap", short_help="Write the map as a COLMAP model.")
 @click.argument("map_path", type=click.Path(path_type=Path))
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @handle_errors
@@ -156,7 +158,7 @@ def export_colmap(map_path, out_dir):
 # --- localize commands ---
 
 
-@main.command()
+@main.command(short_help="Localize query images against a map.")
 @click.argument("map_path", type=click.Path(path_type=Path))
 @click.argument("image", required=False, type=click.Path(path_type=Path))
 @click.option("--dataset", type=DATASETS, help="Queries from a dataset in its native layout.")
@@ -164,7 +166,9 @@ def export_colmap(map_path, out_dir):
 @click.option("--images", type=click.Path(path_type=Path), help="Folder of the query images (with --queries).")
 @click.option("--queries", type=click.Path(path_type=Path), help="Split file (--dataset) or hloc query list 'name MODEL W H params...'.")
 @click.option("--camera", help='Default intrinsics, e.g. "PINHOLE 640 480 525 525 320 240".')
-@click.option("--mode", type=click.Choice(["auto", "recognition", "retrieval"]), default="auto", show_default=True)
+@click.option("--mode", type=click.Choice(["auto", "recognition", "retrieval"]), default="auto", show_default=True,
+              help="recognition: match the landmarks the recognizer finds; retrieval: match the map images "
+                   "VLAD retrieves; auto: recognition, and retrieval as well when its pose is weak.")
 @click.option("--out", type=click.Path(path_type=Path), help="Results file (name qw qx qy qz tx ty tz).")
 @click.option("--log", "log_path", type=click.Path(path_type=Path), help="JSON-lines log (default: OUT_log.jsonl).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a localization setting (pramloc/config.py).")
@@ -199,7 +203,7 @@ def localize(map_path, image, dataset, root, images, queries, camera, mode, out,
 
 # --- evaluate commands ---
 
-@main.command("evaluate")
+@main.command("evaluate", short_help="Pose accuracy of results files.")
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--dataset", type=DATASETS, help="Ground truth from a dataset (with --root).")
 @click.option("--root", type=click.Path(path_type=Path), help="Dataset folder.")

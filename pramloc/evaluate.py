@@ -179,7 +179,7 @@ def load_ground_truth(dataset: str | None = None, root: Path | None = None, gt_m
             gt, source = read_poses(gt_poses), gt_poses
         if not gt:
             raise PramlocError(f"{source}: no ground-truth poses")
-        names = read_image_list(queries) if queries else list(gt)
+        names = [gt_name(n, gt) for n in read_image_list(queries)] if queries else list(gt)
         unknown = [n for n in names if n not in gt]
         if unknown:
             raise PramlocError(f"{queries}: {len(unknown)} image(s) not in the ground truth {source}, "
@@ -192,11 +192,22 @@ def load_ground_truth(dataset: str | None = None, root: Path | None = None, gt_m
     return gt, names
 
 
+def gt_name(name: str, gt: dict[str, Pose]) -> str:
+    """The ground-truth name of image ``name``: itself, else the one ground-truth name that
+    is the same file seen from another folder (``images/0001.jpg`` vs ``0001.jpg``: one
+    ends with ``/`` + the other); ``name`` unchanged when there is none or more than one."""
+    if name in gt:
+        return name
+    same = [g for g in gt if name.endswith("/" + g) or g.endswith("/" + name)]
+    return same[0] if len(same) == 1 else name
+
+
 def read_results(path: Path, gt: dict[str, Pose]) -> dict[str, Pose]:
-    """A results file, checking that every image it names is in the ground truth."""
+    """A results file, checking that every image it names is in the ground truth (names
+    are matched with :func:`gt_name`)."""
     from .io import read_poses
 
-    results = read_poses(path)
+    results = {gt_name(n, gt): pose for n, pose in read_poses(path).items()}
     unknown = [n for n in results if n not in gt]
     if unknown:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -209,9 +220,11 @@ def read_results(path: Path, gt: dict[str, Pose]) -> dict[str, Pose]:
 
 
 def _labels(paths: list[Path]) -> list[str]:
-    """File stems, with the parent folder added where two stems are the same."""
+    """File stems, with the parent folder added where two stems are the same or the stem
+    says nothing (``herzjesu/results``), numbered where two labels are still the same."""
     stems = [p.stem for p in paths]
-    labels = [f"{p.parent.name}/{p.stem}" if stems.count(p.stem) > 1 else p.stem for p in paths]
+    labels = [f"{p.parent.name}/{p.stem}" if (stems.count(p.stem) > 1 or p.stem == "results") and p.parent.name
+              else p.stem for p in paths]
     return [f"{lab} ({i + 1})" if labels.count(lab) > 1 else lab for i, lab in enumerate(labels)]
 
 
@@ -228,7 +241,7 @@ def _json_safe(obj):
 
 def format_table(report: dict) -> str:
     """One row per results file: localized/queries, medians and the share within each threshold."""
-    head = ["results", "localized", "missing", "median t (m)", "median R (deg)"]
+    head = ["results file", "localized", "missing", "median t (m)", "median R (deg)"]
     head += [f"{th['translation']:g}m,{th['rotation_deg']:g}deg" for th in report["thresholds"]]
     rows = []
     for run in report["runs"]:
@@ -242,7 +255,11 @@ def format_table(report: dict) -> str:
     def fmt(row):
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
 
-    return "\n".join([fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows])
+    lines = [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
+    if any(not math.isfinite(run["metrics"]["median_translation"]) for run in report["runs"]):
+        lines.append("median inf: at least half of the queries were not localized (a missing query "
+                     "counts as an infinite error)")
+    return "\n".join(lines)
 
 
 def main(results_paths: list[Path], gt: dict[str, Pose], queries: list[str] | None = None,

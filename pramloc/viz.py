@@ -36,38 +36,64 @@ def write_ply(m: LandmarkMap, path: Path) -> Path:
     return path
 
 
-def render_png(m: LandmarkMap, path: Path, size: tuple[int, int] = (1024, 768)) -> Path:
-    """Render points (landmark colours) and camera centres seen from above the scene.
+def _robust_limits(u: np.ndarray, v: np.ndarray, cu: np.ndarray, cv: np.ndarray, margin: float = 0.05):
+    """Axis limits holding the central 98% of the points (a few stray points must not
+    shrink the scene to a band) and every camera."""
+    lims = []
+    for p, c in ((u, cu), (v, cv)):
+        lo, hi = np.percentile(p, [1, 99]) if len(p) else (0.0, 1.0)
+        lo, hi = min(lo, c.min()), max(hi, c.max())
+        pad = margin * max(hi - lo, 1e-6)
+        lims.append((lo - pad, hi + pad))
+    return lims
+
+
+def render_png(m: LandmarkMap, path: Path, size: tuple[int, int] = (1500, 560)) -> Path:
+    """Render points (landmark colours) and camera centres in three orthographic views,
+    with axes in map units (metres for maps built with metric poses):
+
+    - top view: looking down the cameras' mean "up" direction;
+    - front view: looking along the horizontal direction of least spread of the points
+      (towards a facade or a wall);
+    - side view: looking along the scene's main horizontal axis.
 
     Uses matplotlib (works without a display or GPU)."""
-    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     xyz = m.xyz.astype(np.float64)
     centers = np.stack([p.center for p in m.poses])
-    # View from the side opposite the cameras' mean "up" (world frames differ per dataset).
+    # World frames differ per dataset: "up" is the cameras' mean up (-y of the camera).
     ups = np.stack([-p.R[1] for p in m.poses]).mean(0)
     up = ups / max(np.linalg.norm(ups), 1e-9)
-    mean = xyz.mean(0)
-    _, _, vt = np.linalg.svd(xyz - mean, full_matrices=False)
+    mean = np.median(xyz, 0)
+    flat = (xyz - mean) - np.outer((xyz - mean) @ up, up)  # horizontal components
+    _, _, vt = np.linalg.svd(flat, full_matrices=False)
     a = vt[0] - up * (vt[0] @ up)
-    a /= max(np.linalg.norm(a), 1e-9)
-    b = np.cross(up, a)
+    a /= max(np.linalg.norm(a), 1e-9)  # main horizontal axis
+    b = np.cross(up, a)                # horizontal axis of least spread
     fig = Figure(figsize=(size[0] / 100, size[1] / 100), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 2, 1)
     cols = landmark_colors(m.point_landmark, m.num_landmarks)
-    for axis, (u, v, title) in zip([ax, fig.add_subplot(1, 2, 2)],
-                                   [(a, b, "top view"), (a, up, "side view")]):
-        axis.scatter((xyz - mean) @ u, (xyz - mean) @ v, c=cols, s=4, linewidths=0)
-        axis.scatter((centers - mean) @ u, (centers - mean) @ v, c="k", s=6, marker="^", label="map cameras")
-        axis.set_aspect("equal", adjustable="datalim")
+    views = [(a, b, "top view", "main axis", "across"), (a, up, "front view", "main axis", "up"),
+             (b, up, "side view", "across", "up")]
+    for k, (u, v, title, xlabel, ylabel) in enumerate(views, 1):
+        axis = fig.add_subplot(1, 3, k)
+        pu, pv, cu, cv = (xyz - mean) @ u, (xyz - mean) @ v, (centers - mean) @ u, (centers - mean) @ v
+        axis.scatter(pu, pv, c=cols, s=3, linewidths=0)
+        axis.scatter(cu, cv, c="k", s=10, marker="^", label="map cameras")
+        (x0, x1), (y0, y1) = _robust_limits(pu, pv, cu, cv)
+        axis.set_xlim(x0, x1)
+        axis.set_ylim(y0, y1)
+        axis.set_aspect("equal", adjustable="box")
         axis.set_title(title)
-        axis.set_xticks([])
-        axis.set_yticks([])
+        axis.set_xlabel(f"{xlabel} (map units)", fontsize=8)
+        axis.set_ylabel(f"{ylabel} (map units)", fontsize=8)
+        axis.tick_params(labelsize=7)
+        axis.grid(alpha=0.3)
     fig.axes[0].legend(loc="lower left", fontsize=8)
-    fig.suptitle(f"{m.path.name if m.path else 'map'}: {len(xyz)} points, {m.num_landmarks} landmarks")
+    fig.suptitle(f"{m.path.name if m.path else 'map'}: {len(xyz)} points, {m.num_landmarks} landmarks, "
+                 f"{len(m.poses)} map cameras (map units: metres when the poses are metric)", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

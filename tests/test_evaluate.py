@@ -139,7 +139,7 @@ def test_cli_evaluate_errors_name_the_line(kitchen_results, tmp_path):
     assert res.exit_code == 2 and f"{bad}:5:" in res.output and len(res.output.strip().splitlines()) == 1
 
     unknown = tmp_path / "unknown.txt"
-    unknown.write_text(exact.read_text() + "frame-000033.color.jpg 1 0 0 0 0 0 0\n")
+    unknown.write_text(exact.read_text() + "rgb/frame-999999.color.jpg 1 0 0 0 0 0 0\n")
     res = CliRunner().invoke(cli, ["evaluate", str(unknown)] + gt_args)
     assert res.exit_code == 2 and f"{unknown}:5:" in res.output and "not in the ground truth" in res.output
     assert len(res.output.strip().splitlines()) == 1
@@ -161,6 +161,28 @@ def test_gt_model_strecha(tmp_path):
     report = main([res], gt, names)
     assert report["runs"][0]["metrics"]["median_translation"] < 1e-3
     assert report["runs"][0]["metrics"]["recall"][0]["recall"] == 1.0
+
+
+def test_cli_gt_model_takes_dataset_names(tmp_path):
+    """Results and a split that name Strecha images as the dataset does (``images/0001.jpg``)
+    are evaluated against its COLMAP ground truth (``0001.jpg``); a median of inf is
+    explained; a file called ``results`` is labelled with its folder."""
+    need_data(STRECHA / "gt_colmap_text")
+    from pramloc.datasets import load_dataset
+
+    native = {im.name: im.pose for im in load_dataset("strecha", STRECHA).images}
+    assert next(iter(native)).startswith("images/")
+    queries = [n for n in native if n.endswith(("1.jpg", "3.jpg"))]
+    split = tmp_path / "query.txt"
+    split.write_text("\n".join(queries) + "\n")
+    out = tmp_path / "herzjesu" / "results.txt"
+    write_poses(out, {n: native[n] for n in queries[:2]})       # most queries missing
+    res = CliRunner().invoke(cli, ["evaluate", str(out), "--gt-model", str(STRECHA / "gt_colmap_text"),
+                                   "--queries", str(split)])
+    assert res.exit_code == 0, res.output
+    row = next(line.split() for line in res.output.splitlines() if line.startswith("herzjesu/results"))
+    assert row[1] == f"2/{len(queries)}" and row[4] == "inf"
+    assert "median inf: at least half of the queries were not localized" in res.output
 
 
 # ---------------------------------------------------------------- retrieval recall
