@@ -143,6 +143,26 @@ def viz_map(map_path, out_dir, no_png):
         click.echo(f"{kind}: {path}")
 
 
+@main.command(short_help="Interactive 3D page of a map and its queries.")
+@click.argument("map_path", type=click.Path(path_type=Path))
+@click.option("--results", multiple=True, type=click.Path(path_type=Path),
+              help="Results file (name qw qx qy qz tx ty tz, world-to-camera); repeat for several. Its log STEM_log.jsonl is read too.")
+@click.option("--gt-dataset", type=DATASETS, help="Ground truth from a dataset (with --gt-root): queries coloured by error.")
+@click.option("--gt-root", type=click.Path(path_type=Path), help="Dataset folder (with --gt-dataset).")
+@click.option("--gt-model", type=click.Path(path_type=Path), help="Ground truth as a COLMAP model folder.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The HTML page to write.")
+@handle_errors
+def viz(map_path, results, gt_dataset, gt_root, gt_model, out):
+    """Interactive 3D page of a map and its queries.
+
+    One offline HTML file: the points coloured by landmark, the map cameras, and the
+    localized queries of the RESULTS files (hover or click one for its log record)."""
+    from . import viewer
+
+    gt = viewer.ground_truth(gt_dataset, gt_root, gt_model)
+    click.echo(f"viewer: {viewer.main(map_path, list(results), gt, out)}")
+
+
 @main.command("export-colmap", short_help="Write the map as a COLMAP model.")
 @click.argument("map_path", type=click.Path(path_type=Path))
 @click.argument("out_dir", type=click.Path(path_type=Path))

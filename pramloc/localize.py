@@ -294,13 +294,13 @@ def main(map_path: Path, queries: list[tuple[str, Path, Camera]], out: Path, mod
     ``out`` gets ``name qw qx qy qz tx ty tz`` per localized query (hloc format) and
     ``log_path`` (default ``out`` + ``_log.jsonl``) one JSON record per query, failed
     ones included. Returns a summary."""
-    from .io import pose_line
+    from .io import log_path as default_log_path, pose_line
     from .progress import track
 
     loc = Localizer(map_path, mode, conf, device)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    log_path = Path(log_path) if log_path else out.with_name(out.stem + "_log.jsonl")
+    log_path = Path(log_path) if log_path else default_log_path(out)
     counts = {"recognition": 0, "retrieval": 0, "failed": 0}
     totals = []
     with open(out, "w") as fo, open(log_path, "w") as fl:

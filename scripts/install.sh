@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install pramloc and everything it needs on a fresh Debian/Ubuntu machine (idempotent).
 #   - system libraries for open3d (libusb) and OpenCV/open3d runtime (libgomp, libGL);
+#   - chromium, the headless browser in which the tests open the `pramloc viz` page;
 #   - torch pinned to the local CPU build (an unpinned torch pulls a multi-GB CUDA build);
 #   - pramloc itself (editable) with its test extras.
 set -euo pipefail
@@ -11,6 +12,7 @@ need_apt=()
 ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so' || need_apt+=(libusb-1.0-0)
 ldconfig -p 2>/dev/null | grep -q 'libgomp.so' || need_apt+=(libgomp1)
 ldconfig -p 2>/dev/null | grep -q 'libGL.so.1' || need_apt+=(libgl1)
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     echo "[install] apt-get install ${need_apt[*]}"
@@ -26,4 +28,4 @@ if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.
 fi
 echo "[install] pip install -e .[test]"
 "$PY" -m pip install -q -e '.[test]' 2>&1 | grep -v -e 'Running pip as the' -e '^\s*$' || true
-"$PY" -c 'import pramloc, torch, kornia, pycolmap, open3d, cv2, h5py; print("[install] pramloc", pramloc.__version__, "torch", torch.__version__, "pycolmap", pycolmap.__version__, "ready")'
+"$PY" -c 'import pramloc, torch, kornia, pycolmap, open3d, cv2, h5py, plotly; print("[install] pramloc", pramloc.__version__, "torch", torch.__version__, "pycolmap", pycolmap.__version__, "ready")'

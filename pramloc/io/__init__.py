@@ -91,6 +91,12 @@ def pose_line(name: str, pose: Pose) -> str:
     return name + " " + " ".join(f"{v:.10g}" for v in (*pose.qvec, *pose.tvec)) + "\n"
 
 
+def log_path(results: Path) -> Path:
+    """The JSON-lines log beside a results file: ``DIR/STEM.txt`` -> ``DIR/STEM_log.jsonl``."""
+    results = Path(results)
+    return results.with_name(results.stem + "_log.jsonl")
+
+
 def write_poses(path: Path, poses: dict[str, Pose]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
