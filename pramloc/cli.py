@@ -203,14 +203,15 @@ def localize(map_path, image, dataset, root, images, queries, camera, mode, out,
     conf = localization_config(list(overrides))
     default_cam = Camera.from_string(camera) if camera else None
     if image is not None:
-        if default_cam is None:
-            raise PramlocError(f"{image}: give the query's intrinsics with --camera")
+        if default_cam is not None:  # --camera gives the intrinsics exactly: at the photo's size
+            from .intrinsics import check_camera
+
+            check_camera(image, default_cam)
         r = loc_mod.Localizer(map_path, mode, conf, device).localize(image, default_cam, str(image))
         if r.pose is None:
             raise PramlocError(f"{image}: localization failed: {r.reason}")
         click.echo(f"{image} " + " ".join(f"{v:.6f}" for v in (*r.pose.qvec, *r.pose.tvec)))
-        click.echo(f"path {r.path}, {r.num_inliers} inliers / {r.num_matches} matches, "
-                   f"landmarks {r.landmarks}, {sum(r.times.values()) * 1000:.0f} ms", err=True)
+        click.echo(r.summary(), err=True)
         return
     query_list = loc_mod.query_list(dataset=dataset, root=root, images=images, queries=queries, camera=default_cam)
     if out is None:

@@ -185,7 +185,9 @@ class LocalizationConfig(StageConfig):
     """Per-query localization (``pramloc/localize.py``); pixel values are at the
     feature-extraction resolution (scaled for larger images)."""
 
-    min_inliers: int = 30           # accept a pose with at least this many PnP inliers
+    min_inliers: int = 30           # accept a pose with at least this many PnP inliers (after refinement)
+    min_first_inliers: int = 20     # a first pose to refine needs this many (at most min_inliers): the
+                                    # refinement checks it (night photos: 23-29 -> 220-260 inliers)
     ransac_max_error: float = 12.0  # px, RANSAC threshold of the first pose
     refine_max_error: float = 12.0  # px, RANSAC threshold of the refined pose
     ratio: float = 0.9              # ratio test of the 2D-3D matching

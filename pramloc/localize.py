@@ -11,7 +11,10 @@
     fails, or the pose has fewer than ``confident_inliers`` inliers (then the pose with
     more inliers wins).
 
-Poses are world-to-camera. Keypoints are in pixels of the original query image.
+A first pose needs ``min_first_inliers``, the refined pose kept ``min_inliers``. A query
+without intrinsics gets estimated ones (EXIF or a guess, :mod:`pramloc.intrinsics`), and
+its focal length is refined in PnP. Poses are world-to-camera. Keypoints are in pixels of
+the original query image.
 """
 
 from __future__ import annotations
@@ -30,14 +33,25 @@ from .features import extract_image, extract_path
 from .geometry import Camera, Pose
 from .mapio import LandmarkMap, load_map, retrieval_index
 from .matching import match
-from .registration import PoseEstimate, estimate_pose, refine_by_projection
+from .registration import PoseEstimate, refine_by_projection, solve_pose
 from .timing import timed as _Timer
 
 MODES = ("recognition", "retrieval", "auto")
 
 @dataclass
 class QueryResult:
-    """Outcome of one query. ``path``: recognition, retrieval or failed."""
+    """Outcome of one query. ``path``: recognition, retrieval or failed.
+
+    ``num_matches``: 2D-3D matches of the first matching (landmark points or retrieved
+    images) of the path that gave the pose (on failure: the most of any attempt);
+    ``num_refined_matches``: the matches by projection of the refinement (0 when it did not
+    run); ``num_inliers`` of the pose, counted among the matches of ``pose_from`` ("first
+    matching" or "refinement", whichever pose had more inliers). ``intrinsics``: where the
+    camera came from ("given", or how it was estimated, see :mod:`pramloc.intrinsics`);
+    ``focal``: the focal length in pixels of the pose's camera (refined when estimated),
+    ``focal_initial`` before refinement. ``notes``: what happened on each path tried;
+    ``reason``: why the query failed (empty on success).
+    """
 
     name: str
     pose: Pose | None = None
@@ -48,8 +62,14 @@ class QueryResult:
     retrieved: list[str] = field(default_factory=list)
     num_keypoints: int = 0
     num_matches: int = 0
+    num_refined_matches: int = 0
     num_inliers: int = 0
+    pose_from: str = ""
+    intrinsics: str = "given"
+    focal_initial: float | None = None
+    focal: float | None = None
     times: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
     reason: str = ""
 
     def log_record(self) -> dict:
@@ -58,6 +78,50 @@ class QueryResult:
         d["times"] = {k: round(v * 1000, 2) for k, v in self.times.items()}  # ms
         d["time_total_ms"] = round(sum(self.times.values()) * 1000, 2)
         return d
+
+    def summary(self) -> str:
+        """One line: path, inliers and the matches they are counted among, intrinsics, time."""
+        if self.pose is None:
+            return f"failed: {self.reason}"
+        if self.pose_from == "refinement":
+            counts = (f"{self.num_inliers} inliers of {self.num_refined_matches} matches by projection "
+                      f"(refinement; first matching {self.num_matches} matches)")
+        else:
+            counts = f"{self.num_inliers} inliers of {self.num_matches} matches (the refinement found no better pose)"
+        cam = ("intrinsics given" if self.intrinsics == "given" else f"intrinsics estimated from {self.intrinsics}: "
+               f"focal {self.focal_initial:.0f} px, refined to {self.focal:.0f} px")
+        return (f"path {self.path}, {counts}, landmarks {self.landmarks}, {cam}, "
+                f"{sum(self.times.values()) * 1000:.0f} ms")
+
+
+@dataclass
+class _Attempt:
+    """One registration: the estimate (or None), the first matching's and the refinement's
+    match counts, and what happened (a note naming any threshold missed)."""
+
+    estimate: PoseEstimate | None
+    num_matches: int
+    num_refined_matches: int = 0
+    note: str = ""
+
+    @property
+    def num_inliers(self) -> int:
+        return self.estimate.num_inliers if self.estimate is not None else 0
+
+
+@dataclass
+class _Query:
+    """The features of one query and what every stage needs of it. ``px``: pixel
+    thresholds' scale; ``refine_focal``: the camera was estimated, not given."""
+
+    kps: np.ndarray
+    desc: torch.Tensor
+    desc_np: np.ndarray
+    size: tuple[int, int]
+    camera: Camera
+    px: float
+    refine_focal: bool
+    times: dict[str, float]
 
 
 class Localizer:
@@ -112,73 +176,85 @@ class Localizer:
         m = m.cpu().numpy()
         return np.stack([q_idx[m[:, 0]], pts[m[:, 1]]], 1) if len(m) else np.zeros((0, 2), np.int64)
 
-    def _register_and_refine(self, matches, pts, kps, desc_np, camera, res: QueryResult, px: float):
-        """PnP + RANSAC on ``matches``, then refinement against ``pts`` and co-visible points.
-        Returns (estimate or None, failure reason)."""
-        res.num_matches = len(matches)
-        with _Timer(res.times, "pnp"):
-            est = self._register(matches, kps, camera, px)
-        if est is None:
-            return None, f"registration failed ({len(matches)} matches)"
-        return self._refine(est, matches, kps, desc_np, camera, pts, res.times, px), ""
-
-    def _register(self, matches: np.ndarray, kps: np.ndarray, camera: Camera, px: float) -> PoseEstimate | None:
+    def _register_and_refine(self, matches: np.ndarray, pts: np.ndarray, q: _Query) -> _Attempt:
+        """PnP + RANSAC on ``matches`` (focal length refined for an estimated camera): a first
+        pose with ``min_first_inliers``, then refinement against ``pts`` and co-visible
+        points; the pose kept needs ``min_inliers``."""
         c = self.conf
-        if len(matches) < 4:
-            return None
-        return estimate_pose(kps[matches[:, 0]], self._xyz[matches[:, 1]], camera,
-                             c["ransac_max_error"] * px, c["min_inliers"], seed=c["seed"])
+        first_min = min(c["min_first_inliers"], c["min_inliers"])
+        with _Timer(q.times, "pnp"):
+            if len(matches) < 4:
+                est, why = None, f"{len(matches)} matches < the 4 of PnP"
+            else:
+                est, why = solve_pose(q.kps[matches[:, 0]], self._xyz[matches[:, 1]], q.camera,
+                                      c["ransac_max_error"] * q.px, first_min, seed=c["seed"],
+                                      refine_focal=q.refine_focal,
+                                      threshold="min_inliers" if first_min == c["min_inliers"] else "min_first_inliers")
+        if est is None:
+            return _Attempt(None, len(matches), note=why)
+        refined = self._refine(est, matches, q, pts)
+        num_refined = len(refined.inlier_mask) if refined.matches is not None else 0
+        if refined.num_inliers < c["min_inliers"]:
+            return _Attempt(None, len(matches), num_refined,
+                            f"{refined.num_inliers} inliers < min_inliers {c['min_inliers']} after refinement "
+                            f"(first pose {est.num_inliers} inliers of {len(matches)} matches; "
+                            + (f"{num_refined} matches by projection)" if num_refined
+                               else "the refinement found no better pose)"))
+        return _Attempt(refined, len(matches), num_refined)
 
-    def _refine(self, est: PoseEstimate, matches: np.ndarray, kps, desc_np, camera, seed_points: np.ndarray,
-                times: dict, px: float) -> PoseEstimate:
+    def _refine(self, est: PoseEstimate, matches: np.ndarray, q: _Query, seed_points: np.ndarray) -> PoseEstimate:
         """Re-match by projection against ``seed_points`` and the points of the map images
         co-visible with the inliers, then re-estimate (:func:`refine_by_projection`)."""
         c = self.conf
-        with _Timer(times, "refinement"):
+        with _Timer(q.times, "refinement"):
             seen = np.isin(self.map.image_points, matches[est.inlier_mask, 1])
             counts = np.bincount(self._obs_image[seen], minlength=len(self.map.image_names))
             covis = np.argsort(-counts, kind="stable")[: c["covisible_images"]]
             covis = covis[counts[covis] > 0]
             pts = np.unique(np.concatenate([seed_points] + [self.map.image_point_ids(i) for i in covis]))
             # The refined estimate, unless it has fewer inliers than the first.
-            return refine_by_projection(est, camera, kps, desc_np, self._xyz[pts], self.map.descriptors[pts],
-                                        c["refine_radius"] * px, c["ratio"], c["refine_max_error"] * px,
-                                        c["min_inliers"], seed=c["seed"])
+            return refine_by_projection(est, q.camera, q.kps, q.desc_np, self._xyz[pts], self.map.descriptors[pts],
+                                        c["refine_radius"] * q.px, c["ratio"], c["refine_max_error"] * q.px,
+                                        c["min_inliers"], seed=c["seed"], refine_focal=q.refine_focal)
 
-    def _recognition_path(self, kps, desc, desc_np, size, camera, res: QueryResult, px: float):
-        c, times = self.conf, res.times
-        with _Timer(times, "recognition"):
+    def _recognition_path(self, q: _Query, res: QueryResult) -> _Attempt:
+        c = self.conf
+        with _Timer(q.times, "recognition"):
             # The strongest keypoints only (features are sorted by score): attention cost
             # grows with the square of their number.
-            n = min(len(kps), c["recognition_keypoints"])
-            rec = self.recognizer.recognize(kps[:n], desc_np[:n], size)
+            n = min(len(q.kps), c["recognition_keypoints"])
+            rec = self.recognizer.recognize(q.kps[:n], q.desc_np[:n], q.size)
             ranked = rec.ranked()
         res.landmarks = ranked[: c["max_landmarks"]].tolist()
-        if rec.votes[ranked[: self._group_size(rec, ranked)]].sum() < c["min_votes"]:
+        votes = float(rec.votes[ranked[: self._group_size(rec, ranked)]].sum())
+        if votes < c["min_votes"]:
             res.votes = [round(float(rec.votes[l]), 2) for l in res.landmarks]
             res.visibility = [round(float(rec.visibility[l]), 4) for l in res.landmarks]
-            return None, "recognition unsure"
+            return _Attempt(None, 0, note=f"recognition unsure: votes {votes:.2f} < min_votes {c['min_votes']:g}")
         # Hypotheses: groups of landmarks, each matched as one region (every keypoint against
         # all of their points: a keypoint's own label is wrong too often to restrict its
         # candidates), in turn until a confident pose: the top landmarks by predicted
         # visibility, then by keypoint votes (the recognizer's two heads disagree on some
         # views), then the next ones.
-        best, reason, tried = None, "", []
+        best, tried = None, []
         for group in self._hypotheses(rec, ranked):
-            with _Timer(times, "matching"):
+            with _Timer(q.times, "matching"):
                 pts = self._landmark_points(group)
-                matches = self._match(np.arange(min(len(kps), c["match_keypoints"])), desc, pts)
-            est, why = self._register_and_refine(matches, pts, kps, desc_np, camera, res, px)
+                matches = self._match(np.arange(min(len(q.kps), c["match_keypoints"])), q.desc, pts)
+            attempt = self._register_and_refine(matches, pts, q)
             tried += [l for l in group.tolist() if l not in tried]
-            if est is not None and (best is None or est.num_inliers > best.num_inliers):
-                best = est
-            reason = reason or why
-            if best is not None and best.num_inliers >= c["confident_inliers"]:
+            if best is None or (attempt.num_inliers, attempt.num_matches) > (best.num_inliers, best.num_matches):
+                best = attempt
+            if best.num_inliers >= c["confident_inliers"]:
                 break
         res.landmarks = tried  # every landmark matched, in order
         res.votes = [round(float(rec.votes[l]), 2) for l in res.landmarks]
         res.visibility = [round(float(rec.visibility[l]), 4) for l in res.landmarks]
-        return best, "" if best is not None else reason
+        if best is None:
+            return _Attempt(None, 0, note="recognition: no landmark to match")
+        if best.estimate is None:
+            best.note = f"recognition ({len(tried)} landmarks): {best.note}"
+        return best
 
     def _group_size(self, rec, ranked: np.ndarray) -> int:
         """Landmarks per hypothesis: as many as hold ``landmark_visibility`` of the predicted
@@ -207,22 +283,29 @@ class Localizer:
         o = self._offsets
         return np.concatenate([np.arange(o[l], o[l + 1]) for l in landmarks])
 
-    def _retrieval_path(self, kps, desc, desc_np, camera, res: QueryResult, px: float):
-        times = res.times
-        with _Timer(times, "retrieval"):
-            idx, _ = self.index.search(self.index.describe(desc_np), self.top_k)
+    def _retrieval_path(self, q: _Query, res: QueryResult) -> _Attempt:
+        with _Timer(q.times, "retrieval"):
+            idx, _ = self.index.search(self.index.describe(q.desc_np), self.top_k)
             res.retrieved = [self.map.image_names[i] for i in idx]
             pts = np.unique(np.concatenate([self.map.image_point_ids(i) for i in idx]))
-        with _Timer(times, "matching"):
-            matches = self._match(np.arange(len(kps)), desc, pts)
-        return self._register_and_refine(matches, pts, kps, desc_np, camera, res, px)
+        with _Timer(q.times, "matching"):
+            matches = self._match(np.arange(len(q.kps)), q.desc, pts)
+        attempt = self._register_and_refine(matches, pts, q)
+        if attempt.estimate is None:
+            attempt.note = f"retrieval ({len(idx)} images): {attempt.note}"
+        return attempt
 
     # ------------------------------------------------------------------ public
 
-    def localize(self, image: Path | np.ndarray, camera: Camera, name: str | None = None) -> QueryResult:
+    def localize(self, image: Path | np.ndarray, camera: Camera | None = None, name: str | None = None) -> QueryResult:
         """Localize one image (a path, or a grayscale (H, W) uint8 array) taken with
-        ``camera`` (intrinsics at the image's own resolution). Never raises for a bad
-        query: a failure is returned with its reason."""
+        ``camera`` (intrinsics at the image's own resolution, or at another of the same
+        aspect ratio: scaled). Without ``camera``, the intrinsics are estimated (from a
+        path's EXIF, else a guess: :mod:`pramloc.intrinsics`) and the focal length is
+        refined with the pose. Never raises for a bad query: a failure is returned with
+        its reason."""
+        from .intrinsics import SOURCE_GUESS, camera_from_exif, guess_camera, size_mismatch
+
         name = name or (str(image) if not isinstance(image, np.ndarray) else "image")
         res = QueryResult(name)
         try:
@@ -230,47 +313,65 @@ class Localizer:
                 f = (extract_image(image, self.feature_conf) if isinstance(image, np.ndarray)
                      else extract_path(image, self.feature_conf))
             size = w, h = tuple(int(v) for v in f["image_size"])
+            if camera is None:
+                camera, res.intrinsics = ((guess_camera(w, h), SOURCE_GUESS) if isinstance(image, np.ndarray)
+                                          else camera_from_exif(image))
+                res.focal_initial = float(camera.K()[0, 0])
             if (w, h) != (camera.width, camera.height):
                 if abs(w / h - camera.width / camera.height) > 0.01:
-                    res.reason = f"image {w}x{h} does not match camera {camera.width}x{camera.height}"
+                    res.reason = size_mismatch(name, (w, h), camera)
                     return res
                 camera = camera.scaled(w / camera.width, h / camera.height)
             kps, desc_np = f["keypoints"].astype(np.float64), f["descriptors"]
             res.num_keypoints = len(kps)
             if len(kps) < 4:
-                res.reason = f"too few keypoints ({len(kps)})"
+                res.reason = f"too few keypoints ({len(kps)} < the 4 of PnP)"
                 return res
-            desc = torch.from_numpy(desc_np).to(self.device)
             # Pixel thresholds are set at the extraction resolution: scale them up for images
             # that were downscaled for extraction (e.g. 3072 px photos at max_side 1024).
             px = max(1.0, max(size) / (self.feature_conf.get("max_side") or max(size)))
-            est, reason = None, ""
-            if self.recognizer is not None and self.mode != "retrieval":
-                est, reason = self._recognition_path(kps, desc, desc_np, size, camera, res, px)
-                if est is not None:
-                    res.path = "recognition"
-            unsure = est is None or est.num_inliers < self.conf["confident_inliers"]
-            if unsure and self.mode != "recognition":
-                if est is not None:
-                    reason = f"recognition pose has only {est.num_inliers} inliers"
-                fallback, reason2 = self._retrieval_path(kps, desc, desc_np, camera, res, px)
-                reason = "; ".join(r for r in (reason, reason2) if r)
-                if fallback is not None and (est is None or fallback.num_inliers > est.num_inliers):
-                    est, res.path = fallback, "retrieval"
-            if est is None:
-                res.reason = reason
-                return res
-            res.pose, res.num_inliers, res.reason = est.pose, int(est.num_inliers), reason
+            q = _Query(kps, torch.from_numpy(desc_np).to(self.device), desc_np, size, camera, px,
+                       res.intrinsics != "given", res.times)
+            self._localize(q, res)
         except PramlocError as err:
             res.reason = str(err)
         return res
 
+    def _localize(self, q: _Query, res: QueryResult) -> None:
+        """The paths of the mode (see the module docstring), their outcome written to ``res``."""
+        attempts: dict[str, _Attempt] = {}
+        if self.recognizer is not None and self.mode != "retrieval":
+            attempts["recognition"] = self._recognition_path(q, res)
+        first = attempts.get("recognition")
+        if (first is None or first.num_inliers < self.conf["confident_inliers"]) and self.mode != "recognition":
+            if first is not None and first.estimate is not None:
+                first.note = (f"recognition pose: {first.num_inliers} inliers < confident_inliers "
+                              f"{self.conf['confident_inliers']}, retrieval tried")
+            attempts["retrieval"] = self._retrieval_path(q, res)
+        for path, a in attempts.items():
+            if a.estimate is not None and not a.note:
+                a.note = f"{path} pose: {a.num_inliers} inliers"
+        res.notes = {path: a.note for path, a in attempts.items()}
+        won = [p for p, a in attempts.items() if a.estimate is not None]
+        if not won:
+            res.num_matches = max(a.num_matches for a in attempts.values())
+            res.reason = "; ".join(res.notes.values())
+            return
+        res.path = max(won, key=lambda p: attempts[p].num_inliers)  # recognition first on a tie
+        a = attempts[res.path]
+        est = a.estimate
+        res.pose, res.num_inliers = est.pose, int(est.num_inliers)
+        res.num_matches, res.num_refined_matches = a.num_matches, a.num_refined_matches
+        res.pose_from = "refinement" if est.matches is not None else "first matching"
+        res.focal = float((est.camera or q.camera).K()[0, 0])
+
 
 def query_list(dataset: str | None = None, root: Path | None = None, images: Path | None = None,
-               queries: Path | None = None, camera: Camera | None = None) -> list[tuple[str, Path, Camera]]:
+               queries: Path | None = None, camera: Camera | None = None) -> list[tuple[str, Path, Camera | None]]:
     """(name, path, camera) of the queries: a dataset split (``dataset``, ``root``,
     ``queries``) or an hloc query list (``images``, ``queries``: ``name MODEL W H params``,
-    ``camera`` for lines without intrinsics)."""
+    ``camera`` for lines without intrinsics). A camera is None where none is known: the
+    localizer estimates it (:meth:`Localizer.localize`)."""
     from .datasets import load_dataset
     from .io import read_query_list
 
@@ -279,18 +380,13 @@ def query_list(dataset: str | None = None, root: Path | None = None, images: Pat
         return [(im.name, scene.path(im.name), im.camera or camera) for im in scene.images]
     if images is None or queries is None:
         raise PramlocError("give an image, --dataset/--root/--queries, or --images with --queries")
-    out = []
-    for name, cam in read_query_list(queries).items():
-        cam = cam or camera
-        if cam is None:
-            raise PramlocError(f"{queries}: query {name!r} has no intrinsics (give them in the list or with --camera)")
-        out.append((name, Path(images) / name, cam))
-    return out
+    return [(name, Path(images) / name, cam or camera) for name, cam in read_query_list(queries).items()]
 
 
-def main(map_path: Path, queries: list[tuple[str, Path, Camera]], out: Path, mode: str = "auto",
-         conf: LocalizationConfig | dict | None = None, device: str | None = None, log_path: Path | None = None) -> dict:
-    """Localize ``queries`` ((name, image path, camera) triples) and stream the results:
+def main(map_path: Path, queries: list[tuple[str, Path, Camera | None]], out: Path, mode: str = "auto",
+         conf: LocalizationConfig | dict | None = None, device: str | None = None,
+         log_path: Path | None = None) -> dict:
+    """Localize ``queries`` ((name, image path, camera or None) triples) and stream the results:
     ``out`` gets ``name qw qx qy qz tx ty tz`` per localized query (hloc format) and
     ``log_path`` (default ``out`` + ``_log.jsonl``) one JSON record per query, failed
     ones included. Returns a summary."""

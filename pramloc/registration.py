@@ -24,25 +24,31 @@ MIN_POINTS = 4  # P3P uses 3; a fourth point is needed to reject wrong solutions
 class PoseEstimate:
     """A camera pose (world-to-camera) with its RANSAC support.
 
-    ``inlier_mask`` (N,) refers to the N correspondences the pose was estimated from; for
-    :func:`refine_by_projection` these are ``matches`` (N, 2) rows of (query keypoint
-    index, map point index).
+    ``inlier_mask`` (N,) refers to the N correspondences the pose was estimated from
+    (``num_inliers`` of N); for :func:`refine_by_projection` these are ``matches`` (N, 2)
+    rows of (query keypoint index, map point index). ``camera``: the camera the pose was
+    estimated with, its focal length refined when it was estimated with ``refine_focal``.
     """
 
     pose: Pose
     num_inliers: int
     inlier_mask: np.ndarray
     matches: np.ndarray | None = None
+    camera: Camera | None = None
 
 
-def estimate_pose(points2D: np.ndarray, points3D: np.ndarray, camera: Camera, max_error_px: float,
-                  min_inliers: int, seed: int | None = 0) -> PoseEstimate | None:
+def solve_pose(points2D: np.ndarray, points3D: np.ndarray, camera: Camera, max_error_px: float,
+               min_inliers: int, seed: int | None = 0, refine_focal: bool = False,
+               threshold: str = "min_inliers") -> tuple[PoseEstimate | None, str]:
     """Robust absolute pose: ``pycolmap.estimate_and_refine_absolute_pose``.
 
     points2D: (N, 2) pixels, keypoint convention; points3D: (N, 3) world coordinates;
-    max_error_px: RANSAC reprojection threshold; returns None when there are fewer than
-    4 correspondences, RANSAC fails, or it finds fewer than ``min_inliers`` inliers.
-    ``seed`` makes RANSAC deterministic (None: random).
+    max_error_px: RANSAC reprojection threshold; ``seed`` makes RANSAC deterministic
+    (None: random); ``refine_focal``: the focal length of ``camera`` is refined with the
+    pose (for estimated intrinsics; the estimate's ``camera`` carries it). Returns the
+    estimate and "", or None and why, naming the threshold missed (``min_inliers`` is
+    called ``threshold`` there): fewer than 4 correspondences, fewer than ``min_inliers``
+    of them, RANSAC finding no pose, or fewer than ``min_inliers`` inliers.
     """
     import pycolmap
 
@@ -50,8 +56,10 @@ def estimate_pose(points2D: np.ndarray, points3D: np.ndarray, camera: Camera, ma
     p3 = np.asarray(points3D, dtype=np.float64).reshape(-1, 3)
     if len(p2) != len(p3):
         raise PramlocError(f"estimate_pose: {len(p2)} 2D points but {len(p3)} 3D points")
-    if len(p2) < max(MIN_POINTS, min_inliers):
-        return None
+    need = max(MIN_POINTS, min_inliers)
+    if len(p2) < need:
+        return None, f"{len(p2)} matches < " + (f"{threshold} {min_inliers}" if min_inliers >= MIN_POINTS
+                                                 else f"the {MIN_POINTS} of PnP")
     if not (np.all(np.isfinite(p2)) and np.all(np.isfinite(p3))):
         raise PramlocError("estimate_pose: correspondences contain NaN or infinite values")
     options = pycolmap.AbsolutePoseEstimationOptions()
@@ -59,14 +67,23 @@ def estimate_pose(points2D: np.ndarray, points3D: np.ndarray, camera: Camera, ma
     if seed is not None:
         options.ransac.random_seed = int(seed)
     refinement = pycolmap.AbsolutePoseRefinementOptions()
-    ret = pycolmap.estimate_and_refine_absolute_pose(p2 + 0.5, p3, camera.to_pycolmap(), options, refinement)
+    refinement.refine_focal_length = refine_focal
+    cam = camera.to_pycolmap()  # refined in place
+    ret = pycolmap.estimate_and_refine_absolute_pose(p2 + 0.5, p3, cam, options, refinement)
     if ret is None:
-        return None
+        return None, f"RANSAC found no pose from {len(p2)} matches (max error {max_error_px:.3g} px)"
     num_inliers = int(ret["num_inliers"])
-    if num_inliers < max(MIN_POINTS, min_inliers):
-        return None
+    if num_inliers < need:
+        return None, f"{num_inliers} inliers < {threshold} {min_inliers} ({len(p2)} matches)"
     mask = np.asarray(ret["inlier_mask"], dtype=bool).reshape(-1)
-    return PoseEstimate(Pose.from_pycolmap(ret["cam_from_world"]), num_inliers, mask)
+    return PoseEstimate(Pose.from_pycolmap(ret["cam_from_world"]), num_inliers, mask,
+                        camera=Camera.from_pycolmap(cam)), ""
+
+
+def estimate_pose(points2D: np.ndarray, points3D: np.ndarray, camera: Camera, max_error_px: float,
+                  min_inliers: int, seed: int | None = 0, refine_focal: bool = False) -> PoseEstimate | None:
+    """:func:`solve_pose` without the reason: the estimate, or None."""
+    return solve_pose(points2D, points3D, camera, max_error_px, min_inliers, seed, refine_focal)[0]
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -146,21 +163,25 @@ def match_by_projection(pose: Pose, camera: Camera, query_kps: np.ndarray, query
 def refine_by_projection(pose: Pose | PoseEstimate, camera: Camera, query_kps: np.ndarray,
                          query_desc: np.ndarray, map_xyz: np.ndarray, map_desc: np.ndarray,
                          radius_px: float, ratio: float | None, max_error_px: float, min_inliers: int,
-                         seed: int | None = 0) -> PoseEstimate | None:
+                         seed: int | None = 0, refine_focal: bool = False) -> PoseEstimate | None:
     """Second pass: match by projection with a first pose (:func:`match_by_projection`),
     then re-estimate the pose from these matches (:func:`estimate_pose`).
 
     With a first :class:`PoseEstimate`, returns whichever of the two has more inliers;
     with a bare :class:`Pose`, returns the refined estimate or None. The refined
-    estimate carries its ``matches`` (query index, map index).
+    estimate carries its ``matches`` (query index, map index). A first estimate's
+    ``camera`` (e.g. its refined focal length) replaces ``camera``; ``refine_focal``
+    refines the focal length again with the new matches.
     """
     first = pose if isinstance(pose, PoseEstimate) else None
     start = first.pose if first is not None else pose
+    if first is not None and first.camera is not None:
+        camera = first.camera
     matches, _ = match_by_projection(start, camera, query_kps, query_desc, map_xyz, map_desc, radius_px, ratio)
     refined = None
     if len(matches):
         refined = estimate_pose(np.asarray(query_kps)[matches[:, 0]], np.asarray(map_xyz)[matches[:, 1]],
-                                camera, max_error_px, min_inliers, seed)
+                                camera, max_error_px, min_inliers, seed, refine_focal)
         if refined is not None:
             refined.matches = matches
     if first is not None and (refined is None or first.num_inliers > refined.num_inliers):

@@ -88,11 +88,14 @@ def test_bad_queries_fail_alone(kitchen_map, kitchen_root, tmp_path):
     assert "not found" in log["missing.jpg"]["reason"]
 
 
-def test_query_errors(kitchen_map, tmp_path):
+def test_query_errors(kitchen_map, kitchen_root, tmp_path):
     qlist = tmp_path / "list.txt"
+    shutil.copy(kitchen_root / frame(3), tmp_path / "a.jpg")  # no EXIF: the stated guess, refined
     qlist.write_text("a.jpg\n")
-    res = run(["localize", kitchen_map, "--images", tmp_path, "--queries", qlist, "--out", tmp_path / "o.txt"], ok=False)
-    assert res.exit_code == 2 and "has no intrinsics" in res.output
+    run(["localize", kitchen_map, "--images", tmp_path, "--queries", qlist, "--out", tmp_path / "o.txt"])
+    rec = json.loads((tmp_path / "o_log.jsonl").read_text())
+    assert rec["intrinsics"] == "guess (f = 1.2 * max(W, H))" and rec["focal_initial"] == 768.0
+    assert rec["path"] == "retrieval" and rec["focal"] != 768.0, rec
     qlist.write_text("a.jpg FISHEYE_X 640 480 1 2 3\n")
     res = run(["localize", kitchen_map, "--images", tmp_path, "--queries", qlist, "--out", tmp_path / "o.txt",
                "--camera", CAM], ok=False)
@@ -211,3 +214,51 @@ def test_info_shows_rounded_training_record(kitchen_map_trained):
     line = next(l for l in res.output.splitlines() if l.startswith("recognizer: "))
     assert not re.search(r"\d\.\d{5,}", line), line
     assert "stop_reason time budget" in line or "stop_reason early stopping" in line
+
+
+def test_successful_query_carries_no_failure_reason(kitchen_map_trained, queries):
+    """A query localized through retrieval after recognition was unsure: the reason is
+    empty, and each path's outcome is in ``notes``, naming the threshold missed."""
+    ims, scene = queries
+    im = ims[0]
+    loc = Localizer(kitchen_map_trained, "auto", {"min_votes": 1e9})
+    r = loc.localize(scene.path(im.name), im.camera, im.name)
+    assert r.path == "retrieval" and r.reason == ""
+    note = r.notes["recognition"]
+    assert note.startswith("recognition unsure: votes ") and note.endswith(" < min_votes 1e+09"), note
+    assert r.notes["retrieval"] == f"retrieval pose: {r.num_inliers} inliers"
+    assert r.log_record()["notes"] == r.notes
+
+
+def test_inliers_are_counted_among_the_matches_they_come_from(kitchen_map, queries):
+    """The refinement matches again by projection: its matches are reported apart from the
+    first matching's, and the inliers never exceed the matches they are counted among."""
+    ims, scene = queries
+    loc = Localizer(kitchen_map, "retrieval")
+    for im in ims:
+        r = loc.localize(scene.path(im.name), im.camera, im.name)
+        assert r.pose_from in ("refinement", "first matching") and r.num_matches > 0
+        counted_among = r.num_refined_matches if r.pose_from == "refinement" else r.num_matches
+        assert r.num_inliers <= counted_among
+        assert f"{r.num_inliers} inliers of {counted_among} matches" in r.summary()
+        assert r.intrinsics == "given" and r.focal == 525.0  # given intrinsics are not refined
+
+
+def test_failures_name_the_threshold_missed(kitchen_map, queries):
+    """A first pose needs ``min_first_inliers`` (at most ``min_inliers``), the refined one
+    ``min_inliers``: a failure says which was missed, with the counts."""
+    ims, scene = queries
+    im = ims[0]
+
+    def fail(**conf) -> str:
+        r = Localizer(kitchen_map, "retrieval", conf).localize(scene.path(im.name), im.camera, im.name)
+        assert r.path == "failed" and r.pose is None and r.num_matches > 0 and r.reason.startswith("retrieval ("), r
+        return r.reason, r
+
+    reason, r = fail(min_inliers=10 ** 4, min_first_inliers=10 ** 4)
+    assert reason.endswith(f": {r.num_matches} matches < min_inliers 10000"), reason
+    reason, r = fail(min_inliers=10 ** 4)
+    assert " inliers < min_inliers 10000 after refinement (first pose " in reason, reason
+    assert f" inliers of {r.num_matches} matches; the refinement found no better pose)" in reason
+    reason, _ = fail(min_inliers=400, min_first_inliers=300, ransac_max_error=0.5)
+    assert " inliers < min_first_inliers 300 (" in reason, reason

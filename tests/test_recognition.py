@@ -277,3 +277,22 @@ def test_budget_stopped_training_says_so(tmp_path, kitchen_images):
     conf = {**SMALL, "epochs": None, "train_minutes": 0.05, "val_every": 2}
     metrics = train_mod.main(conf, kitchen_images, NUM_LANDMARKS, tmp_path / "r.pt")
     assert metrics["stop_reason"] == "time budget" and metrics["seconds"] < 0.05 * 60 + 10
+
+
+def test_training_log_names_no_staging_path(tmp_path, kitchen_images, caplog):
+    """The checkpoint is written inside the map's staging folder, renamed when the map is
+    complete: no log line names that soon-gone path."""
+    import logging
+
+    from pramloc import logger
+
+    path = tmp_path / ".map.tmp-123" / "recognizer.pt"
+    path.parent.mkdir()
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="pramloc"):
+            train_mod.main({**SMALL, "epochs": 2}, kitchen_images, NUM_LANDMARKS, path)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert any("Recognizer: val keypoint accuracy" in m for m in caplog.messages)
+    assert not any(".tmp-" in m for m in caplog.messages), caplog.messages

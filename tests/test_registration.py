@@ -5,13 +5,15 @@ back-projected at realistic depths with the real pose, observed with 1 px noise 
 30 % outliers.
 """
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from pramloc.datasets import load_dataset
 from pramloc.errors import PramlocError
 from pramloc.geometry import Pose, project
-from pramloc.registration import PoseEstimate, estimate_pose, match_by_projection, refine_by_projection
+from pramloc.registration import PoseEstimate, estimate_pose, match_by_projection, refine_by_projection, solve_pose
 
 # dataset: root fixture, split, depth range (m), RANSAC threshold (px), projection radius (px)
 SCENES = {
@@ -169,3 +171,37 @@ def test_match_by_projection_visibility(scene):
     assert len(m) == 0
     m, _ = match_by_projection(record.pose, record.camera, kps[:0], desc[:0], xyz, map_desc, radius, 0.9)
     assert m.shape == (0, 2)
+
+
+
+def test_solve_pose_names_the_threshold_missed(scene):
+    records, depths, max_error, _ = scene
+    record = records[0]
+    rng = np.random.default_rng(5)
+    xyz, uv = make_points(record, depths, 60, rng)
+    uv[20:] = rng.uniform([0, 0], [record.camera.width - 1, record.camera.height - 1], (40, 2))  # 40 outliers
+    assert solve_pose(uv[:20], xyz[:20], record.camera, max_error, 30) == (None, "20 matches < min_inliers 30")
+    assert solve_pose(uv[:3], xyz[:3], record.camera, max_error, 0) == (None, "3 matches < the 4 of PnP")
+    est, why = solve_pose(uv, xyz, record.camera, max_error, 30)
+    assert est is None and why.startswith("2") and why.endswith(" inliers < min_inliers 30 (60 matches)"), why
+    est, why = solve_pose(uv, xyz, record.camera, max_error, 15)
+    assert why == "" and est.num_inliers >= 20 and len(est.inlier_mask) == 60
+
+
+def test_focal_length_refined_for_estimated_intrinsics(scene):
+    """A camera whose focal is 10 % off: with ``refine_focal`` the estimate's camera has the
+    true focal back and the pose is exact; without, the focal is kept as given."""
+    from pramloc.geometry import Camera
+
+    records, depths, max_error, _ = scene
+    record = records[0]
+    K = record.camera.K()
+    true = Camera("SIMPLE_PINHOLE", record.camera.width, record.camera.height, [K[0, 0], K[0, 2], K[1, 2]])
+    guess = Camera("SIMPLE_PINHOLE", true.width, true.height, [1.1 * K[0, 0], K[0, 2], K[1, 2]])
+    xyz, uv = make_points(SimpleNamespace(camera=true, pose=record.pose), depths, 200, np.random.default_rng(6))
+    est = estimate_pose(uv, xyz, guess, 10 * max_error, 30, refine_focal=True)
+    assert est.camera.params[0] == pytest.approx(K[0, 0], rel=1e-4)
+    dt, dr = pose_error(est.pose, record.pose)
+    assert dr < 1e-2 and dt < 1e-3 * depths[1]
+    fixed = estimate_pose(uv, xyz, guess, 10 * max_error, 30)
+    assert fixed.camera.params[0] == guess.params[0]

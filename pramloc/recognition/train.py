@@ -333,9 +333,10 @@ def main(conf: RecognizerConfig | dict | None, train_images: list[TrainingImage]
                     trainer.model.num_parameters(), len(train), len(val), dev, num_threads, trainer.budget / 60)
         out = trainer.metrics(trainer.run(), num_threads)
     save_checkpoint(trainer.model, out_path, out)
-    logger.info("Recognizer: val keypoint accuracy %s, top-1 precision %s after %d epochs (%.0f s) -> %s",
+    # No path: ``out_path`` is usually inside the map's staging folder, renamed once the map is complete.
+    logger.info("Recognizer: val keypoint accuracy %s, top-1 precision %s after %d epochs (%.0f s).",
                 _fmt(out["val_keypoint_accuracy"]), _fmt(out["val_top1_precision"]), trainer.epoch,
-                out["seconds"], out_path)
+                out["seconds"])
     return out
 
 

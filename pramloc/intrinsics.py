@@ -1,0 +1,101 @@
+"""Intrinsics of a photo given without them: read from its EXIF, otherwise a stated guess.
+
+The camera is ``SIMPLE_PINHOLE f cx cy`` at the image's size as displayed (EXIF
+orientation applied, as OpenCV decodes it), principal point at the image centre (COLMAP
+convention: origin at the image corner). Its focal length is an estimate: the localizer
+refines it in PnP (:func:`pramloc.registration.estimate_pose` with ``refine_focal``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import PramlocError
+from .geometry import Camera
+
+GUESS_FOCAL_FACTOR = 1.2  # f = 1.2 * max(W, H): a ~45 degree field of view, typical of phones
+FILM_35MM_WIDTH_MM = 36.0  # focal in 35 mm equivalent -> pixels: f35 / 36 * max(W, H)
+# EXIF FocalPlaneResolutionUnit -> millimetres per unit (2: inch, 3: cm, 4: mm, 5: um).
+_UNIT_MM = {2: 25.4, 3: 10.0, 4: 1.0, 5: 1e-3}
+_EXIF_IFD = 0x8769
+_ORIENTATION, _FOCAL, _FOCAL_35MM = 0x0112, 0x920A, 0xA405
+_PLANE_X_RES, _PLANE_UNIT = 0xA20E, 0xA210
+_EXIF_WIDTH, _EXIF_HEIGHT = 0xA002, 0xA003
+
+SOURCE_FOCAL_PLANE = "EXIF focal length and sensor resolution"
+SOURCE_35MM = "EXIF 35mm-equivalent"
+SOURCE_GUESS = f"guess (f = {GUESS_FOCAL_FACTOR} * max(W, H))"
+
+
+def guess_camera(width: int, height: int) -> Camera:
+    """The stated guess: ``f = GUESS_FOCAL_FACTOR * max(W, H)``, principal point at the centre."""
+    return _camera(width, height, GUESS_FOCAL_FACTOR * max(width, height))
+
+
+def camera_from_exif(path: Path) -> tuple[Camera, str]:
+    """The camera of the photo at ``path`` and where its focal length comes from: EXIF focal
+    length in mm with the focal-plane resolution (:data:`SOURCE_FOCAL_PLANE`), else EXIF
+    35 mm-equivalent focal (:data:`SOURCE_35MM`), else :func:`guess_camera`
+    (:data:`SOURCE_GUESS`). An unreadable image raises :class:`PramlocError`."""
+    (w, h), exif = _read_exif(path)
+    sub = exif.get_ifd(_EXIF_IFD)
+    f_mm, plane_res, unit = _number(sub.get(_FOCAL)), _number(sub.get(_PLANE_X_RES)), sub.get(_PLANE_UNIT, 2)
+    if f_mm and plane_res and unit in _UNIT_MM:
+        # Pixels per mm on the sensor, at the sensor's full resolution (ExifImageWidth/Height):
+        # scaled to this file's size when it was resized since.
+        exif_long = max(_number(sub.get(_EXIF_WIDTH)) or 0, _number(sub.get(_EXIF_HEIGHT)) or 0)
+        scale = max(w, h) / exif_long if exif_long else 1.0
+        return _camera(w, h, f_mm * plane_res / _UNIT_MM[unit] * scale), SOURCE_FOCAL_PLANE
+    f35 = _number(sub.get(_FOCAL_35MM))
+    if f35:
+        return _camera(w, h, f35 / FILM_35MM_WIDTH_MM * max(w, h)), SOURCE_35MM
+    return guess_camera(w, h), SOURCE_GUESS
+
+
+def displayed_size(path: Path) -> tuple[int, int]:
+    """(W, H) of the image at ``path`` as displayed (EXIF orientation applied), the size
+    its keypoints are in."""
+    return _read_exif(path)[0]
+
+
+def check_camera(path: Path, camera: Camera) -> None:
+    """Raise :class:`PramlocError` (:func:`size_mismatch`) unless ``camera`` has the size
+    of the image at ``path`` as displayed."""
+    size = displayed_size(path)
+    if size != (camera.width, camera.height):
+        raise PramlocError(size_mismatch(str(path), size, camera))
+
+
+def size_mismatch(name: str, image_size: tuple[int, int], camera: Camera) -> str:
+    """The one-line error of a camera whose size does not fit the image's."""
+    return (f"{name}: camera {camera.width}x{camera.height} does not fit the image, {image_size[0]}x{image_size[1]} "
+            "(as displayed, EXIF orientation applied); give the intrinsics at the image's size, or leave "
+            "--camera out to estimate them")
+
+
+def _read_exif(path: Path):
+    """(W, H) as displayed and the EXIF of the image at ``path``."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            exif = im.getexif()
+    except (OSError, UnidentifiedImageError) as err:
+        raise PramlocError(f"{path}: cannot read the image ({err})") from None
+    if exif.get(_ORIENTATION) in (5, 6, 7, 8):  # rotated by 90 degrees when displayed (and decoded)
+        w, h = h, w
+    return (w, h), exif
+
+
+def _camera(width: int, height: int, focal: float) -> Camera:
+    return Camera("SIMPLE_PINHOLE", width, height, [focal, width / 2, height / 2])
+
+
+def _number(value) -> float | None:
+    """A positive finite EXIF number (rationals included), else None."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return x if 0 < x < float("inf") else None
