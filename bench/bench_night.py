@@ -15,11 +15,9 @@ photos: its centre lies within the spread of the map cameras around their centro
 its viewing direction is within 45 degrees of the nearest map camera's. Poses are
 world-to-camera; the centre is ``-R^T t`` in the map's (arbitrary SfM) frame.
 
-``--sfm-init-min-tri-angle DEG`` sets pycolmap's ``mapper.init_min_tri_angle`` (default
-16) in this process only: with 16, incremental mapping sometimes starts from a pair that
-ends as a 2-image model and registers nothing else (2 of 5 rebuilds here); with 8 every
-seed registered all 10 images in our trials. It demonstrates a fix proposed for
-``pramloc/sfm.py``.
+Structure-from-motion starts from an image pair with at least
+``triangulation.sfm_init_min_tri_angle`` degrees of triangulation angle (8; pycolmap's
+default 16 made 1 to 2 of 5 rebuilds end as a 2-image model: see bench/results/night_sfm16.json).
 
 Writes bench/results/night.json; maps under bench/out/night/seed<K>.
 """
@@ -77,23 +75,7 @@ def rebuild(seed: int, train_minutes: float, extra: list[str]) -> Path:
     return out
 
 
-def set_sfm_init_min_tri_angle(degrees: float) -> None:
-    """Make every ``pycolmap.IncrementalPipelineOptions()`` of this process start with
-    ``mapper.init_min_tri_angle = degrees``."""
-    import pycolmap
-
-    options = pycolmap.IncrementalPipelineOptions
-
-    def patched():
-        o = options()
-        o.mapper.init_min_tri_angle = degrees
-        return o
-
-    pycolmap.IncrementalPipelineOptions = patched
-
-
-def run(rebuilds: int, train_minutes: float, min_inliers: int, extra: list[str],
-        sfm_angle: float | None = None) -> dict:
+def run(rebuilds: int, train_minutes: float, min_inliers: int, extra: list[str]) -> dict:
     from pramloc.localize import Localizer
     from pramloc.mapio import load_map
 
@@ -117,7 +99,7 @@ def run(rebuilds: int, train_minutes: float, min_inliers: int, extra: list[str],
                                               "focal_refined", "correct")}), flush=True)
         runs.append(rec)
     return {**stamp(), "query": str(NIGHT.relative_to(DATA)), "mode": "auto", "train_minutes": train_minutes,
-            "extra_set": extra, "sfm_init_min_tri_angle": sfm_angle, "min_inliers_for_correct": min_inliers,
+            "extra_set": extra, "min_inliers_for_correct": min_inliers,
             "correct": sum(r["correct"] for r in runs), "rebuilds": rebuilds, "runs": runs}
 
 
@@ -128,11 +110,8 @@ if __name__ == "__main__":
     ap.add_argument("--min-inliers", type=int, default=100, help="Inliers of a localization counted correct.")
     ap.add_argument("--extra-set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="More build overrides.")
     ap.add_argument("--out", type=Path, default=RESULTS / "night.json")
-    ap.add_argument("--sfm-init-min-tri-angle", type=float, default=None, help="See the module docstring.")
     args = ap.parse_args()
-    if args.sfm_init_min_tri_angle is not None:
-        set_sfm_init_min_tri_angle(args.sfm_init_min_tri_angle)
-    report = run(args.rebuilds, args.train_minutes, args.min_inliers, args.extra_set, args.sfm_init_min_tri_angle)
+    report = run(args.rebuilds, args.train_minutes, args.min_inliers, args.extra_set)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"night.jpg: {report['correct']}/{report['rebuilds']} correct -> {args.out}")

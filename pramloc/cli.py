@@ -185,7 +185,8 @@ def export_colmap(map_path, out_dir):
 @click.option("--root", type=click.Path(path_type=Path), help="Dataset root (with --dataset).")
 @click.option("--images", type=click.Path(path_type=Path), help="Folder of the query images (with --queries).")
 @click.option("--queries", type=click.Path(path_type=Path), help="Split file (--dataset) or hloc query list 'name MODEL W H params...'.")
-@click.option("--camera", help='Default intrinsics, e.g. "PINHOLE 640 480 525 525 320 240".')
+@click.option("--camera", help='Intrinsics at the image size, e.g. "PINHOLE 640 480 525 525 320 240" '
+              '(default: from each photo\'s EXIF, else a guess; the focal is then refined).')
 @click.option("--mode", type=click.Choice(["auto", "recognition", "retrieval"]), default="auto", show_default=True,
               help="recognition: match the landmarks the recognizer finds; retrieval: match the map images "
                    "VLAD retrieves; auto: recognition, and retrieval as well when its pose is weak.")
@@ -208,6 +209,9 @@ def localize(map_path, image, dataset, root, images, queries, camera, mode, out,
 
             check_camera(image, default_cam)
         r = loc_mod.Localizer(map_path, mode, conf, device).localize(image, default_cam, str(image))
+        if out is not None or log_path is not None:  # the same files as for a list of queries
+            written = loc_mod.write_results([r], out, log_path)
+            click.echo("wrote " + ", ".join(str(p) for p in written), err=True)
         if r.pose is None:
             raise PramlocError(f"{image}: localization failed: {r.reason}")
         click.echo(f"{image} " + " ".join(f"{v:.6f}" for v in (*r.pose.qvec, *r.pose.tvec)))

@@ -113,6 +113,8 @@ class TriangulationConfig(StageConfig):
     max_epipolar_error: float = 4.0          # px, Sampson distance to the known-pose epipolar line
     max_reproj_error: float = 4.0            # px
     min_tri_angle: float = 1.5               # degrees
+    sfm_init_min_tri_angle: float = 8.0      # degrees, SfM's initial image pair (pycolmap: 16; at 16 a
+                                             # third of the Sacre-Coeur rebuilds registered 2 of 10 photos)
 
 
 @dataclass

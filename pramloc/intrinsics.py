@@ -58,12 +58,25 @@ def displayed_size(path: Path) -> tuple[int, int]:
     return _read_exif(path)[0]
 
 
+FOCAL_TOLERANCE = 1.25  # a given focal this many times larger or smaller than EXIF's is warned about
+
+
 def check_camera(path: Path, camera: Camera) -> None:
     """Raise :class:`PramlocError` (:func:`size_mismatch`) unless ``camera`` has the size
-    of the image at ``path`` as displayed."""
+    of the image at ``path`` as displayed; warn when its focal length and the one the
+    photo's EXIF states differ by more than :data:`FOCAL_TOLERANCE` (the pose depends on it)."""
+    from . import logger
+
     size = displayed_size(path)
     if size != (camera.width, camera.height):
         raise PramlocError(size_mismatch(str(path), size, camera))
+    exif_cam, source = camera_from_exif(path)
+    if source != SOURCE_GUESS:
+        given, stated = camera.to_pycolmap().mean_focal_length(), float(exif_cam.params[0])
+        if max(given / stated, stated / given) > FOCAL_TOLERANCE:
+            logger.warning("%s: the given focal length, %.0f px, differs from the %.0f px of the photo's EXIF "
+                           "(%s); the pose depends on it: check --camera, or leave it out to use EXIF",
+                           path, given, stated, source)
 
 
 def size_mismatch(name: str, image_size: tuple[int, int], camera: Camera) -> str:

@@ -383,6 +383,25 @@ def query_list(dataset: str | None = None, root: Path | None = None, images: Pat
     return [(name, Path(images) / name, cam or camera) for name, cam in read_query_list(queries).items()]
 
 
+def write_results(results: list[QueryResult], out: Path | None, log_path: Path | None = None) -> list[Path]:
+    """Write localized ``results`` as ``out`` (``name qw qx qy qz tx ty tz`` lines) and their
+    records as the JSON-lines log ``log_path`` (default beside ``out``); either may be None
+    (not both). Returns the paths written."""
+    from .io import log_path as default_log_path, pose_line
+
+    log_path = Path(log_path) if log_path else (default_log_path(out) if out is not None else None)
+    written = []
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text("".join(pose_line(r.name, r.pose) for r in results if r.pose is not None))
+        written.append(Path(out))
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text("".join(json.dumps(r.log_record()) + "\n" for r in results))
+        written.append(log_path)
+    return written
+
+
 def main(map_path: Path, queries: list[tuple[str, Path, Camera | None]], out: Path, mode: str = "auto",
          conf: LocalizationConfig | dict | None = None, device: str | None = None,
          log_path: Path | None = None) -> dict:

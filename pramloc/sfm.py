@@ -249,6 +249,7 @@ def reconstruct(scene: Scene, features: Path, work_dir: Path, conf: Triangulatio
     opts = pycolmap.IncrementalPipelineOptions()
     opts.triangulation.ignore_two_view_tracks = False
     opts.random_seed = seed
+    opts.mapper.init_min_tri_angle = conf.sfm_init_min_tri_angle
     logger.info("Running incremental mapping (pycolmap).")
     models = pycolmap.incremental_mapping(str(db_path), str(scene.image_dir), str(out), options=opts)
     db_path.unlink()

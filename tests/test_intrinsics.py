@@ -100,3 +100,25 @@ def test_night_photo_localizes_with_its_exif_intrinsics(sacre_map, sacre_root):
     assert r.intrinsics == SOURCE_35MM and r.focal_initial == pytest.approx(2659.56, abs=0.01)
     assert r.focal != r.focal_initial and 2300 < r.focal < 3300  # refined (hloc: 2959 px)
     assert r.num_inliers <= (r.num_refined_matches if r.pose_from == "refinement" else r.num_matches)
+
+
+def test_given_focal_far_from_exif_is_warned_about(sacre_root):
+    """A --camera focal of 1300 px for a photo whose EXIF says 2660 px gets a warning; one
+    near it does not."""
+    import logging
+
+    from pramloc import intrinsics, logger
+    from pramloc.geometry import Camera
+
+    night = sacre_root / "query" / "night.jpg"
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        intrinsics.check_camera(night, Camera.from_string("SIMPLE_PINHOLE 2816 2112 1300 1408 1056"))
+        assert len(records) == 1 and "1300 px" in records[0].getMessage() and "2660 px" in records[0].getMessage()
+        intrinsics.check_camera(night, Camera.from_string("SIMPLE_PINHOLE 2816 2112 2700 1408 1056"))
+        assert len(records) == 1
+    finally:
+        logger.removeHandler(handler)

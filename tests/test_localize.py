@@ -262,3 +262,19 @@ def test_failures_name_the_threshold_missed(kitchen_map, queries):
     assert f" inliers of {r.num_matches} matches; the refinement found no better pose)" in reason
     reason, _ = fail(min_inliers=400, min_first_inliers=300, ransac_max_error=0.5)
     assert " inliers < min_first_inliers 300 (" in reason, reason
+
+
+def test_single_image_writes_out_and_log(kitchen_map, kitchen_root, tmp_path):
+    """``localize MAP photo.jpg --out F --log L`` writes the results line and the log record,
+    as a list of queries does."""
+    image = kitchen_root / frame(15)
+    out, log = tmp_path / "one" / "r.txt", tmp_path / "one" / "log.jsonl"
+    res = run(["localize", kitchen_map, image, "--camera", CAM, "--mode", "retrieval", "--out", out, "--log", log])
+    assert f"wrote {out}, {log}" in res.output
+    poses = read_poses(out)
+    assert list(poses) == [str(image)]
+    rec = json.loads(log.read_text())
+    assert rec["name"] == str(image) and rec["path"] == "retrieval" and rec["pose"] is not None
+    # --out alone: the log beside it.
+    run(["localize", kitchen_map, image, "--camera", CAM, "--mode", "retrieval", "--out", tmp_path / "two.txt"])
+    assert (tmp_path / "two_log.jsonl").is_file()
