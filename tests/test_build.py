@@ -187,3 +187,14 @@ def test_damaged_maps_are_refused(kitchen_map, tmp_path):
     (bad / "manifest.json").unlink()
     with pytest.raises(PramlocError, match="not a pramloc map"):
         load_map(bad)
+
+
+def test_help_is_complete():
+    """Command summaries are whole sentences (not cut with '...'), --train-minutes shows its
+    default and --mode says what each mode does."""
+    out = run(["--help"]).output
+    commands = out.split("Commands:")[1]
+    assert "..." not in commands and all(c in commands for c in ("build-map", "localize", "evaluate", "viz"))
+    assert "(default: 9.5)" in " ".join(run(["build-map", "--help"]).output.split())
+    mode_help = " ".join(run(["localize", "--help"]).output.split())
+    assert "recognition: match the landmarks" in mode_help and "retrieval: match the map images" in mode_help
