@@ -219,7 +219,7 @@ def read_results(path: Path, gt: dict[str, Pose]) -> dict[str, Pose]:
     return results
 
 
-def _labels(paths: list[Path]) -> list[str]:
+def run_labels(paths: list[Path]) -> list[str]:
     """File stems, with the parent folder added where two stems are the same or the stem
     says nothing (``herzjesu/results``), numbered where two labels are still the same."""
     stems = [p.stem for p in paths]
@@ -277,7 +277,7 @@ def main(results_paths: list[Path], gt: dict[str, Pose], queries: list[str] | No
     thresholds = [(float(t), float(r)) for t, r in thresholds]
     runs = []
     query_set = set(gt if queries is None else queries)
-    for label, path in zip(_labels(paths), paths):
+    for label, path in zip(run_labels(paths), paths):
         results = read_results(path, gt)
         ignored = sum(n not in query_set for n in results)
         if ignored:

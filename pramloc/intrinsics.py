@@ -52,12 +52,6 @@ def camera_from_exif(path: Path) -> tuple[Camera, str]:
     return guess_camera(w, h), SOURCE_GUESS
 
 
-def displayed_size(path: Path) -> tuple[int, int]:
-    """(W, H) of the image at ``path`` as displayed (EXIF orientation applied), the size
-    its keypoints are in."""
-    return _read_exif(path)[0]
-
-
 FOCAL_TOLERANCE = 1.25  # a given focal this many times larger or smaller than EXIF's is warned about
 
 
@@ -67,10 +61,9 @@ def check_camera(path: Path, camera: Camera) -> None:
     photo's EXIF states differ by more than :data:`FOCAL_TOLERANCE` (the pose depends on it)."""
     from . import logger
 
-    size = displayed_size(path)
-    if size != (camera.width, camera.height):
-        raise PramlocError(size_mismatch(str(path), size, camera))
-    exif_cam, source = camera_from_exif(path)
+    exif_cam, source = camera_from_exif(path)  # at the size as displayed
+    if (exif_cam.width, exif_cam.height) != (camera.width, camera.height):
+        raise PramlocError(size_mismatch(str(path), (exif_cam.width, exif_cam.height), camera))
     if source != SOURCE_GUESS:
         given, stated = camera.to_pycolmap().mean_focal_length(), float(exif_cam.params[0])
         if max(given / stated, stated / given) > FOCAL_TOLERANCE:

@@ -31,6 +31,7 @@ from .config import LocalizationConfig, RetrievalConfig
 from .errors import PramlocError
 from .features import extract_image, extract_path
 from .geometry import Camera, Pose
+from .intrinsics import SOURCE_GUESS, camera_from_exif, guess_camera, size_mismatch
 from .mapio import LandmarkMap, load_map, retrieval_index
 from .matching import match
 from .registration import PoseEstimate, refine_by_projection, solve_pose
@@ -78,6 +79,14 @@ class QueryResult:
         d["times"] = {k: round(v * 1000, 2) for k, v in self.times.items()}  # ms
         d["time_total_ms"] = round(sum(self.times.values()) * 1000, 2)
         return d
+
+    def lines(self) -> tuple[str, str]:
+        """Its line of a results file (``name qw qx qy qz tx ty tz``; "" when it failed) and
+        of the JSON-lines log."""
+        from .io import pose_line
+
+        return (pose_line(self.name, self.pose) if self.pose is not None else "",
+                json.dumps(self.log_record()) + "\n")
 
     def summary(self) -> str:
         """One line: path, inliers and the matches they are counted among, intrinsics, time."""
@@ -226,7 +235,8 @@ class Localizer:
             rec = self.recognizer.recognize(q.kps[:n], q.desc_np[:n], q.size)
             ranked = rec.ranked()
         res.landmarks = ranked[: c["max_landmarks"]].tolist()
-        votes = float(rec.votes[ranked[: self._group_size(rec, ranked)]].sum())
+        k = self._group_size(rec, ranked)
+        votes = float(rec.votes[ranked[:k]].sum())
         if votes < c["min_votes"]:
             res.votes = [round(float(rec.votes[l]), 2) for l in res.landmarks]
             res.visibility = [round(float(rec.visibility[l]), 4) for l in res.landmarks]
@@ -237,7 +247,7 @@ class Localizer:
         # visibility, then by keypoint votes (the recognizer's two heads disagree on some
         # views), then the next ones.
         best, tried = None, []
-        for group in self._hypotheses(rec, ranked):
+        for group in self._hypotheses(rec, ranked, k):
             with _Timer(q.times, "matching"):
                 pts = self._landmark_points(group)
                 matches = self._match(np.arange(min(len(q.kps), c["match_keypoints"])), q.desc, pts)
@@ -263,10 +273,10 @@ class Localizer:
         share = np.cumsum(rec.visibility[ranked]) / max(float(rec.visibility.sum()), 1e-9)
         return int(min(np.searchsorted(share, self.conf["landmark_visibility"]) + 1, self.conf["max_landmarks"]))
 
-    def _hypotheses(self, rec, ranked: np.ndarray):
-        """Up to ``hypotheses`` groups of :meth:`_group_size` landmarks, each bringing new
-        ones: by visibility (``ranked``) and by votes in turn."""
-        k, seen, n = self._group_size(rec, ranked), set(), 0
+    def _hypotheses(self, rec, ranked: np.ndarray, k: int):
+        """Up to ``hypotheses`` groups of ``k`` landmarks (:meth:`_group_size`), each bringing
+        new ones: by visibility (``ranked``) and by votes in turn."""
+        seen, n = set(), 0
         by_votes = np.argsort(-rec.votes, kind="stable")
         by_votes = by_votes[rec.votes[by_votes] > 0]
         for start in range(0, len(ranked), k):
@@ -304,8 +314,6 @@ class Localizer:
         path's EXIF, else a guess: :mod:`pramloc.intrinsics`) and the focal length is
         refined with the pose. Never raises for a bad query: a failure is returned with
         its reason."""
-        from .intrinsics import SOURCE_GUESS, camera_from_exif, guess_camera, size_mismatch
-
         name = name or (str(image) if not isinstance(image, np.ndarray) else "image")
         res = QueryResult(name)
         try:
@@ -387,18 +395,16 @@ def write_results(results: list[QueryResult], out: Path | None, log_path: Path |
     """Write localized ``results`` as ``out`` (``name qw qx qy qz tx ty tz`` lines) and their
     records as the JSON-lines log ``log_path`` (default beside ``out``); either may be None
     (not both). Returns the paths written."""
-    from .io import log_path as default_log_path, pose_line
+    from .io import log_path as default_log_path
 
     log_path = Path(log_path) if log_path else (default_log_path(out) if out is not None else None)
     written = []
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text("".join(pose_line(r.name, r.pose) for r in results if r.pose is not None))
-        written.append(Path(out))
-    if log_path is not None:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_path.write_text("".join(json.dumps(r.log_record()) + "\n" for r in results))
-        written.append(log_path)
+    for path, column in ((out, 0), (log_path, 1)):
+        if path is not None:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("".join(r.lines()[column] for r in results))
+            written.append(path)
     return written
 
 
@@ -409,7 +415,7 @@ def main(map_path: Path, queries: list[tuple[str, Path, Camera | None]], out: Pa
     ``out`` gets ``name qw qx qy qz tx ty tz`` per localized query (hloc format) and
     ``log_path`` (default ``out`` + ``_log.jsonl``) one JSON record per query, failed
     ones included. Returns a summary."""
-    from .io import log_path as default_log_path, pose_line
+    from .io import log_path as default_log_path
     from .progress import track
 
     loc = Localizer(map_path, mode, conf, device)
@@ -423,11 +429,11 @@ def main(map_path: Path, queries: list[tuple[str, Path, Camera | None]], out: Pa
             r = loc.localize(path, camera, name)
             counts[r.path] += 1
             totals.append(sum(r.times.values()))
-            if r.pose is not None:
-                fo.write(pose_line(name, r.pose))
-            else:
+            if r.pose is None:
                 logger.debug("%s: failed: %s", name, r.reason)
-            fl.write(json.dumps(r.log_record()) + "\n")
+            line, record = r.lines()
+            fo.write(line)
+            fl.write(record)
             fo.flush()
             fl.flush()
     summary = {"queries": len(queries), **counts, "results": str(out), "log": str(log_path),

@@ -33,7 +33,7 @@ def _as_tensor(desc, device: torch.device | str | None) -> torch.Tensor:
 
 @torch.no_grad()
 def match(desc_q, desc_db, ratio: float | None = 0.9, mutual: bool = True,
-          device: str | torch.device | None = None, allowed=None):
+          device: str | torch.device | None = None):
     """Match query descriptors (N, D) to database descriptors (M, D).
 
     Inputs are numpy arrays or torch tensors (any float dtype; computed in float32 on
@@ -41,10 +41,6 @@ def match(desc_q, desc_db, ratio: float | None = 0.9, mutual: bool = True,
     Returns ``matches`` (K, 2) int64 rows ``(index in desc_q, index in desc_db)``, sorted
     by query index, and their descriptor ``distances`` (K,) float32 (Euclidean, not
     kornia's ratios), as numpy arrays for numpy ``desc_q`` and as tensors otherwise.
-
-    ``allowed`` (N, M) bool, optional: only these pairs may match (e.g. a keypoint and the
-    points of the landmark it was labelled with); nearest neighbours and ratio tests are
-    then taken among the allowed pairs only.
     """
     as_numpy = not isinstance(desc_q, torch.Tensor)
     if device is None:
@@ -64,8 +60,6 @@ def match(desc_q, desc_db, ratio: float | None = 0.9, mutual: bool = True,
         dists = torch.empty((0,), dtype=torch.float32, device=q.device)
     else:
         dm = torch.cdist(q, db)  # (N, M)
-        if allowed is not None:
-            dm = dm.masked_fill(~torch.as_tensor(allowed, device=dm.device), 4.0)  # > max distance 2
         if mutual and ratio is None:
             _, matches = KF.match_mnn(q, db, dm=dm)
         elif mutual:
@@ -77,9 +71,6 @@ def match(desc_q, desc_db, ratio: float | None = 0.9, mutual: bool = True,
         matches = matches.long().reshape(-1, 2)
         matches = matches[torch.argsort(matches[:, 0], stable=True)]
         dists = dm[matches[:, 0], matches[:, 1]].float()
-        if allowed is not None:
-            keep = dists < 4.0
-            matches, dists = matches[keep], dists[keep]
     if as_numpy:
         return matches.cpu().numpy(), dists.cpu().numpy()
     return matches, dists

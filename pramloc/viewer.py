@@ -27,7 +27,7 @@ import numpy as np
 
 from . import logger
 from .errors import PramlocError
-from .evaluate import _labels, load_ground_truth, pose_errors, read_results, viewing_direction
+from .evaluate import load_ground_truth, pose_errors, read_results, run_labels, viewing_direction
 from .geometry import Camera, Pose
 from .io import log_path, read_poses
 from .mapio import LandmarkMap, load_map
@@ -116,7 +116,9 @@ def _unit(v: np.ndarray) -> np.ndarray:
 def view(m: LandmarkMap) -> dict:
     """plotly's scene camera: the map cameras' mean "up" (world frames differ per dataset;
     image y points down) and an eye behind and above them, looking where they look."""
-    up = _unit(np.stack([-p.R[1] for p in m.poses]).mean(0))
+    from .viz import scene_up
+
+    up = scene_up(m.poses)
     forward = _unit(np.stack([viewing_direction(p) for p in m.poses]).mean(0))
     eye = 2.2 * _unit(-forward + 0.7 * up)
     return {"up": dict(zip("xyz", up.tolist())), "eye": dict(zip("xyz", eye.tolist()))}
@@ -288,7 +290,7 @@ def main(map_path: Path, results: Sequence[Path] = (), gt: dict[str, Pose] | Non
     Returns ``out``."""
     m = load_map(map_path)
     paths = [Path(p) for p in results]
-    runs = [load_run(p, label, gt) for p, label in zip(paths, _labels(paths))]
+    runs = [load_run(p, label, gt) for p, label in zip(paths, run_labels(paths))]
     fig = figure(m, runs, gt)
     plot = fig.to_html(full_html=False, include_plotlyjs=True, post_script=CLICK_JS,
                        config={"displaylogo": False})

@@ -36,6 +36,13 @@ def write_ply(m: LandmarkMap, path: Path) -> Path:
     return path
 
 
+def scene_up(poses) -> np.ndarray:
+    """(3,) unit "up" of a scene in world coordinates: the mean of its cameras' up (image y
+    points down), since world frames differ per dataset. ``poses`` world-to-camera."""
+    up = np.stack([-p.R[1] for p in poses]).mean(0)
+    return up / max(float(np.linalg.norm(up)), 1e-9)
+
+
 def _robust_limits(u: np.ndarray, v: np.ndarray, cu: np.ndarray, cv: np.ndarray, margin: float = 0.05):
     """Axis limits holding the central 98% of the points (a few stray points must not
     shrink the scene to a band) and every camera."""
@@ -63,9 +70,7 @@ def render_png(m: LandmarkMap, path: Path, size: tuple[int, int] = (1500, 560)) 
 
     xyz = m.xyz.astype(np.float64)
     centers = np.stack([p.center for p in m.poses])
-    # World frames differ per dataset: "up" is the cameras' mean up (-y of the camera).
-    ups = np.stack([-p.R[1] for p in m.poses]).mean(0)
-    up = ups / max(np.linalg.norm(ups), 1e-9)
+    up = scene_up(m.poses)
     mean = np.median(xyz, 0)
     flat = (xyz - mean) - np.outer((xyz - mean) @ up, up)  # horizontal components
     _, _, vt = np.linalg.svd(flat, full_matrices=False)
