@@ -189,6 +189,33 @@ def test_reload_gives_identical_outputs(trained, kitchen_images):
         assert np.allclose(single.visibility, rr.visibility, atol=1e-4)
 
 
+def test_candidate_landmarks_cap(trained, kitchen_images):
+    """On maps with more landmarks than ``max_candidates`` the keypoints are classified over
+    the landmarks the visibility head ranks first: each label is the best of those classes,
+    the probabilities are a softmax over them, and the visibility is untouched."""
+    _, path = trained
+    full, capped = Recognizer.load(path), Recognizer.load(path)
+    capped.max_candidates = 3
+    im = held_out(kitchen_images)[0]
+    rf = full.recognize(im.keypoints, im.descriptors, im.image_size, return_probs=True)
+    rc = capped.recognize(im.keypoints, im.descriptors, im.image_size, return_probs=True)
+    top = np.argsort(-rf.visibility, kind="stable")[:3]
+    classes = np.r_[0, np.sort(top) + 1]
+    assert np.allclose(rc.visibility, rf.visibility)
+    assert set(np.unique(rc.labels)) <= set(classes.tolist())
+    # The same logits, renormalised over the candidate classes.
+    sub = rf.probs[:, classes] / rf.probs[:, classes].sum(1, keepdims=True)
+    assert np.array_equal(rc.labels, classes[sub.argmax(1)])
+    assert np.allclose(rc.probs[:, classes], sub, atol=1e-5) and np.all(np.delete(rc.probs, classes, 1) == 0)
+    assert np.all(rc.votes[np.setdiff1d(np.arange(NUM_LANDMARKS), top)] == 0)
+    # The landmark seen most is among the candidates and keeps the top rank.
+    assert rc.ranked()[0] == rf.ranked()[0]
+    # A cap at or above the number of landmarks changes nothing.
+    capped.max_candidates = NUM_LANDMARKS
+    same = capped.recognize(im.keypoints, im.descriptors, im.image_size, return_probs=True)
+    assert np.array_equal(same.labels, rf.labels) and np.array_equal(same.probs, rf.probs)
+
+
 def test_empty_and_bad_inputs(trained):
     rec = Recognizer.load(trained[1])
     empty = rec.recognize(np.zeros((0, 2)), np.zeros((0, 128)), (640, 480))
