@@ -194,8 +194,14 @@ def export_colmap(map_path, out_dir):
 @click.option("--log", "log_path", type=click.Path(path_type=Path), help="JSON-lines log (default: OUT_log.jsonl).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a localization setting (pramloc/config.py).")
 @click.option("--device", default=None, help="cpu or cuda.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes (or Ray actors), each loading the map once; results in query order, the same "
+                   "as one process's.  [default: the number of cores]")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto-local", default=None, metavar="[ADDRESS]",
+              help="Run on a Ray cluster at ADDRESS (bare --ray: start a local one); needs pip install 'pramloc[ray]'.")
 @handle_errors
-def localize(map_path, image, dataset, root, images, queries, camera, mode, out, log_path, overrides, device):
+def localize(map_path, image, dataset, root, images, queries, camera, mode, out, log_path, overrides, device,
+             workers, ray_address):
     """Localize query images against a map (6-DoF, world-to-camera)."""
     from . import localize as loc_mod
     from .config import localization_config
@@ -220,7 +226,11 @@ def localize(map_path, image, dataset, root, images, queries, camera, mode, out,
     query_list = loc_mod.query_list(dataset=dataset, root=root, images=images, queries=queries, camera=default_cam)
     if out is None:
         raise PramlocError("give --out for the results file")
-    s = loc_mod.main(map_path, query_list, out, mode, conf, device, log_path)
+    from .parallel import num_cores
+
+    use_ray = ray_address is not None
+    s = loc_mod.main(map_path, query_list, out, mode, conf, device, log_path, workers=workers or num_cores(),
+                     ray=use_ray, ray_address=None if ray_address == "auto-local" else ray_address)
     click.echo(f"localized {s['queries'] - s['failed']}/{s['queries']} (recognition {s['recognition']}, "
                f"retrieval {s['retrieval']}, failed {s['failed']}), median {s['median_time_s'] * 1000:.0f} ms/query")
     click.echo(f"results: {s['results']}\nlog: {s['log']}")
