@@ -105,9 +105,12 @@ def _processes(make, call, items: list, workers: int) -> Iterator:
         pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(make, call, threads))
     try:
         yield from pool.imap(_run_item, items, chunksize=1)
-        pool.close()
-    finally:
+    except BaseException:  # an error, or the caller stopped early: stop the workers now
         pool.terminate()
+        raise
+    else:
+        pool.close()  # all done: let the workers exit on their own
+    finally:
         pool.join()
 
 
