@@ -78,7 +78,8 @@ def write_map_data(m: LandmarkMap, folder: Path) -> Path:
     with h5py.File(path, "w") as f:
         g = f.create_group("points")
         g.create_dataset("xyz", data=m.xyz.astype(np.float32))
-        g.create_dataset("descriptors", data=quantize_descriptors(m.descriptors))
+        g.create_dataset("descriptors", data=(m.descriptors.stored if isinstance(m.descriptors, QuantizedDescriptors)
+                                              else quantize_descriptors(m.descriptors)))
         lm_dtype = np.uint8 if m.num_landmarks <= 256 else np.uint16
         g.create_dataset("landmark", data=m.point_landmark.astype(lm_dtype))
         g.create_dataset("color", data=m.color.astype(np.uint8))
