@@ -137,10 +137,14 @@ def _memory() -> dict:
     return out
 
 
-def measure(map_path: Path, num_queries: int) -> dict:
-    """In this (fresh) process: load time, memory, per-query stage times (medians, ms)."""
+def measure(map_path: Path, num_queries: int, workers: int) -> dict:
+    """In this (fresh) process, configured as one of ``workers`` workers (its threads): load
+    time, memory, per-query stage times (medians, ms)."""
     from pramloc.datasets import load_dataset
     from pramloc.localize import Localizer
+    from pramloc.parallel import set_threads, threads_per_worker
+
+    set_threads(threads_per_worker(workers))  # as one of `localize --workers N`'s workers
 
     scene = load_dataset("7scenes", KITCHEN, QUERIES)
     queries = [(im.name, scene.path(im.name), im.camera) for im in scene.images][:num_queries]
@@ -171,11 +175,13 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=20, help="real 7-Scenes queries per map and mode")
     ap.add_argument("--work", type=Path, default=Path("/tmp/pramloc-scale"), help="where the synthetic maps go")
     ap.add_argument("--keep", action="store_true", help="keep the synthetic maps")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="measure one worker of `localize --workers N` (its threads: cores // N)")
     ap.add_argument("--measure", type=Path, help=argparse.SUPPRESS)  # internal: one map, in a fresh process
     ap.add_argument("--out", type=Path, default=RESULTS / "scale.json")
     args = ap.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure, args.queries)))
+        print(json.dumps(measure(args.measure, args.queries, args.workers)))
         return
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     runs = []
@@ -187,7 +193,7 @@ def main() -> None:
             path = synthesize(REAL_MAP, size, args.work / f"scale-{size}")
             synth_s = time.perf_counter() - t0
         r = json.loads(subprocess.check_output([sys.executable, __file__, "--measure", str(path),
-                                                "--queries", str(args.queries)], env=env, text=True).splitlines()[-1])
+                                                "--queries", str(args.queries), "--workers", str(args.workers)], env=env, text=True).splitlines()[-1])
         r.update(requested_images=size or r["map"]["images"], synthesize_s=round(synth_s, 1), path=str(path))
         runs.append(r)
         print(f"{r['map']['images']:>7} images {r['map']['points']:>9} points {r['map']['landmarks']:>6} landmarks "
@@ -198,7 +204,7 @@ def main() -> None:
         if size and not args.keep:
             shutil.rmtree(path, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({**stamp(), "load": os.getloadavg(), "real_map": str(REAL_MAP), "runs": runs}, indent=1))
+    args.out.write_text(json.dumps({**stamp(), "load": os.getloadavg(), "workers": args.workers, "real_map": str(REAL_MAP), "runs": runs}, indent=1))
     print(f"wrote {args.out}")
 
 

@@ -75,8 +75,10 @@ def assemble(scene: Scene, seg: landmarks.LandmarkSegmentation, feats: list[dict
 
 
 def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False, train: bool = True,
-         device: str | None = None) -> dict:
+         device: str | None = None, workers: int = 1) -> dict:
     """Build a map of ``scene`` into ``out``. Returns the manifest (with stats and timings).
+    Feature extraction and pair matching run on ``workers`` processes (:mod:`pramloc.parallel`);
+    the map does not depend on their number.
 
     ``scene`` images need cameras and poses (triangulation) or none at all (SfM).
     """
@@ -97,7 +99,7 @@ def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False,
     fconf = conf.features.to_dict()
     feat_path = cache / f"features-{conf.features.name}-{_hash(fconf)}.h5"
     with timed(times, "features"):
-        features_mod.main(conf.features, scene.image_dir, scene.names, feat_path)
+        features_mod.main(conf.features, scene.image_dir, scene.names, feat_path, workers=workers)
 
     sfm_key = _hash([conf.triangulation.to_dict(), fconf, scene.names, use_sfm,
                      [im.pose.qvec.tolist() + im.pose.tvec.tolist() for im in scene.images] if not use_sfm else None])
@@ -109,9 +111,9 @@ def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False,
         else:
             work = cache / "work"
             if use_sfm:
-                rec = sfm.reconstruct(scene, feat_path, work, conf.triangulation, seed=conf.landmarks.seed)
+                rec = sfm.reconstruct(scene, feat_path, work, conf.triangulation, seed=conf.landmarks.seed, workers=workers)
             else:
-                rec = sfm.triangulate(scene, feat_path, work, conf.triangulation)
+                rec = sfm.triangulate(scene, feat_path, work, conf.triangulation, workers=workers)
             tmp = cache / f".tmp-{sfm_key}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()

@@ -68,8 +68,12 @@ IMAGES_PRESET = "outdoor"  # --images (with or without --colmap); a --dataset la
 @click.option("--no-train", is_flag=True, help="Skip recognizer training.")
 @click.option("--device", default=None, help="Training device (cpu, cuda; default: cpu).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing map.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes for feature extraction and pair matching (the map does not depend on it).  "
+                   "[default: the number of cores]")
 @handle_errors
-def build_map(dataset, root, images, colmap_model, split, out, preset, overrides, train_minutes, no_train, device, overwrite):
+def build_map(dataset, root, images, colmap_model, split, out, preset, overrides, train_minutes, no_train, device, overwrite,
+              workers):
     """Build a landmark map from images (+ known poses, or structure-from-motion)."""
     from . import build
     from .config import load_config
@@ -87,7 +91,10 @@ def build_map(dataset, root, images, colmap_model, split, out, preset, overrides
     if train_minutes is not None:
         conf.recognizer.train_minutes = train_minutes
     out = out or Path("maps") / name
-    manifest = build.main(conf, scene, out, overwrite=overwrite, train=not no_train, device=device)
+    from .parallel import num_cores
+
+    manifest = build.main(conf, scene, out, overwrite=overwrite, train=not no_train, device=device,
+                          workers=workers or num_cores())
     s = manifest["stats"]["model"]
     click.echo(f"map: {out}")
     click.echo(f"registered images {s['registered_images']}, 3D points {s['points3D']}, "

@@ -120,3 +120,23 @@ def test_ray_actor_killed_mid_run(ray_cluster, kitchen_map, queries, serial_resu
     assert [r.name for r in results] == [n for n, _, _ in queries]  # each exactly once, in order
     loc_mod.write_results(results, tmp_path / "r.txt")
     assert (tmp_path / "r.txt").read_bytes() == serial_results
+
+
+def test_build_with_workers_same_map(kitchen_root, kitchen_split, kitchen_map, tmp_path):
+    """Feature extraction and pair matching on 2 processes: the same map as on one (the
+    session's kitchen_map, built serially with the same settings)."""
+    import h5py
+
+    from pramloc import build
+    from pramloc.config import load_config
+    from pramloc.datasets import load_dataset
+
+    conf = load_config("indoor", ["landmarks.num_landmarks=8", "landmarks.min_points_per_landmark=10",
+                                     "triangulation.num_pairs=5"])
+    out = tmp_path / "kitchen2"
+    build.main(conf, load_dataset("7scenes", kitchen_root, kitchen_split), out, train=False, workers=2)
+    with h5py.File(kitchen_map / "map.h5") as a, h5py.File(out / "map.h5") as b:
+        names = []
+        a.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        for n in names:
+            np.testing.assert_array_equal(a[n][()], b[n][()], err_msg=n)
