@@ -206,9 +206,11 @@ def export_colmap(map_path, out_dir):
                    "as one process's.  [default: the number of cores]")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="auto-local", default=None, metavar="[ADDRESS]",
               help="Run on a Ray cluster at ADDRESS (bare --ray: start a local one); needs pip install 'pramloc[ray]'.")
+@click.option("--send", type=click.Choice(["paths", "bytes"]), default="paths", show_default=True,
+              help="What the workers get of each query: its path (storage they share) or its image bytes.")
 @handle_errors
 def localize(map_path, image, dataset, root, images, queries, camera, mode, out, log_path, overrides, device,
-             workers, ray_address):
+             workers, ray_address, send):
     """Localize query images against a map (6-DoF, world-to-camera)."""
     from . import localize as loc_mod
     from .config import localization_config
@@ -237,7 +239,8 @@ def localize(map_path, image, dataset, root, images, queries, camera, mode, out,
 
     use_ray = ray_address is not None
     s = loc_mod.main(map_path, query_list, out, mode, conf, device, log_path, workers=workers or num_cores(),
-                     ray=use_ray, ray_address=None if ray_address == "auto-local" else ray_address)
+                     ray=use_ray, ray_address=None if ray_address == "auto-local" else ray_address,
+                     send_bytes=send == "bytes")
     click.echo(f"localized {s['queries'] - s['failed']}/{s['queries']} (recognition {s['recognition']}, "
                f"retrieval {s['retrieval']}, failed {s['failed']}), median {s['median_time_s'] * 1000:.0f} ms/query")
     click.echo(f"results: {s['results']}\nlog: {s['log']}")

@@ -413,22 +413,52 @@ def write_results(results: list[QueryResult], out: Path | None, log_path: Path |
     return written
 
 
-def _localize_item(loc: Localizer, query: tuple[str, Path, Camera | None]) -> QueryResult:
+@dataclass
+class ImageBytes:
+    """A query image's file content, sent to a worker that may not see the file (Ray)."""
+
+    data: bytes
+    suffix: str
+
+
+def _localize_item(loc: Localizer, query: tuple[str, Path | ImageBytes, Camera | None]) -> QueryResult:
     """One query of :func:`main` on a worker's localizer (see :mod:`pramloc.parallel`)."""
     name, path, camera = query
+    if isinstance(path, ImageBytes):  # the same file, local to the worker (EXIF included)
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(suffix=path.suffix) as f:
+            f.write(path.data)
+            f.flush()
+            return loc.localize(Path(f.name), camera, name)
     return loc.localize(path, camera, name)
+
+
+def _worker_localizer(map_path: Path, mode: str, conf, device: str | None) -> Localizer:
+    """A worker's localizer: on ``device``, else on the GPU Ray gave the worker, if any."""
+    if device is None and torch.cuda.is_available():
+        device = "cuda"
+    return Localizer(map_path, mode, conf, device)
+
+
+def _with_bytes(queries: list[tuple[str, Path, Camera | None]]):
+    """The queries with their images' bytes instead of their paths, read one at a time."""
+    for name, path, camera in queries:
+        yield name, ImageBytes(Path(path).read_bytes(), Path(path).suffix), camera
 
 
 def main(map_path: Path, queries: list[tuple[str, Path, Camera | None]], out: Path, mode: str = "auto",
          conf: LocalizationConfig | dict | None = None, device: str | None = None,
          log_path: Path | None = None, workers: int = 1, ray: bool = False,
-         ray_address: str | None = None) -> dict:
+         ray_address: str | None = None, send_bytes: bool = False) -> dict:
     """Localize ``queries`` ((name, image path, camera or None) triples) and stream the results:
     ``out`` gets ``name qw qx qy qz tx ty tz`` per localized query (hloc format) and
     ``log_path`` (default ``out`` + ``_log.jsonl``) one JSON record per query, failed
     ones included. ``workers`` processes (or, with ``ray``, Ray actors on the cluster at
     ``ray_address``, a local one by default) each load the map once; results are written
-    in query order and do not depend on the number of workers. Returns a summary."""
+    in query order and do not depend on the number of workers. ``send_bytes``: send the
+    workers the images' bytes rather than their paths (workers without the shared storage).
+    Returns a summary."""
     import functools
     import time
 
@@ -444,14 +474,15 @@ def main(map_path: Path, queries: list[tuple[str, Path, Camera | None]], out: Pa
         make = lambda: loc  # noqa: E731
     else:
         load_map(map_path)  # a missing or broken map is one error here, not one per worker
-        make = functools.partial(Localizer, map_path, mode, conf, device)
+        make = functools.partial(_worker_localizer if ray else Localizer, map_path, mode, conf, device)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     log_path = Path(log_path) if log_path else default_log_path(out)
     counts = {"recognition": 0, "retrieval": 0, "failed": 0}
     totals = []
     with open(out, "w") as fo, open(log_path, "w") as fl:
-        results = map_ordered(make, _localize_item, queries, workers=workers, ray=ray, ray_address=ray_address)
+        items = _with_bytes(queries) if send_bytes else queries
+        results = map_ordered(make, _localize_item, items, workers=workers, ray=ray, ray_address=ray_address)
         for r in track(results, desc=f"localize ({mode})", total=len(queries)):
             name = r.name
             counts[r.path] += 1

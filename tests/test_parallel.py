@@ -105,7 +105,8 @@ def ray_cluster():
 
 
 def test_ray_results_identical(ray_cluster, kitchen_map, queries, serial_results, tmp_path):
-    loc_mod.main(kitchen_map, queries, tmp_path / "r.txt", mode="retrieval", workers=2, ray=True)
+    """Queries sent as image bytes (workers that do not share the storage)."""
+    loc_mod.main(kitchen_map, queries, tmp_path / "r.txt", mode="retrieval", workers=2, ray=True, send_bytes=True)
     assert (tmp_path / "r.txt").read_bytes() == serial_results
 
 
