@@ -68,7 +68,7 @@ class LandmarkMap:
             self.tracks = point_tracks(np.asarray(self.image_points), self.image_offsets, len(self.xyz))
         offsets, images = self.tracks
         points = np.asarray(points, np.int64)
-        starts, ends = offsets[points], offsets[points + 1]
+        starts, ends = offsets[points].astype(np.int64), offsets[points + 1].astype(np.int64)
         if not len(points):
             return np.zeros(0, np.int64)
         idx = np.repeat(starts - np.cumsum(np.r_[0, (ends - starts)[:-1]]), ends - starts) + np.arange((ends - starts).sum())

@@ -7,7 +7,7 @@
   and ``images/keypoints`` (O, 2) float32 (the observations' pixels);
 - ``landmarks/centers`` (L, 3) float32;
 - ``retrieval/*``: the retrieval index's arrays;
-- ``points/track_offsets`` (P + 1,) int64 and ``points/track_images`` (O,) uint32: the
+- ``points/track_offsets`` (P + 1,) uint32/int64 and ``points/track_images`` (O,) uint16/uint32: the
   map images observing each point (the inverse of ``images/points``, for the co-visible
   images of a pose without a scan of every observation). Optional: maps written before
   them get them computed at load.
@@ -84,8 +84,8 @@ def write_map_data(m: LandmarkMap, folder: Path) -> Path:
         g.create_dataset("landmark", data=m.point_landmark.astype(lm_dtype))
         g.create_dataset("color", data=m.color.astype(np.uint8))
         offsets, images = point_tracks(np.asarray(m.image_points), np.asarray(m.image_offsets), len(m.xyz))
-        g.create_dataset("track_offsets", data=offsets)
-        g.create_dataset("track_images", data=images)
+        g.create_dataset("track_offsets", data=offsets.astype(np.uint32 if offsets[-1] < 2 ** 32 else np.int64))
+        g.create_dataset("track_images", data=images.astype(np.uint16 if len(m.image_names) <= 65536 else np.uint32))
         g = f.create_group("images")
         g.create_dataset("names", data=np.array(m.image_names, dtype=object), dtype=h5py.string_dtype())
         g.create_dataset("cameras", data=np.array([c.to_string() for c in m.cameras], dtype=object),
