@@ -473,7 +473,7 @@ def main(map_path: Path, queries: list[tuple[str, Path, Camera | None]], out: Pa
         loc = Localizer(map_path, mode, conf, device)  # errors (map, mode) raised here, before any output
         make = lambda: loc  # noqa: E731
     else:
-        load_map(map_path)  # a missing or broken map is one error here, not one per worker
+        load_map(map_path, lazy=True)  # a missing or broken map is one error here, not one per worker
         make = functools.partial(_worker_localizer if ray else Localizer, map_path, mode, conf, device)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

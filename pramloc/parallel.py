@@ -128,8 +128,9 @@ def _ray():
 
 
 def ray_init(address: str | None = None, num_cpus: int | None = None):
-    """Connect to the Ray cluster at ``address``, or start a local one (``num_cpus`` cores,
-    no dashboard) when none is given. Does nothing when Ray is already initialized."""
+    """Connect to the Ray cluster at ``address``, or start a local one (``num_cpus`` slots,
+    default the cores; no dashboard) when none is given. Does nothing when Ray is already
+    initialized."""
     ray = _ray()
     if not ray.is_initialized():
         kwargs = {"address": address} if address else {"num_cpus": num_cpus or num_cores(),
@@ -157,9 +158,9 @@ def _ray_map(make, call, items: list, workers: int, address: str | None, per_act
     yielded in item order. Ray restarts a dead actor (``max_restarts``) and re-runs its
     items (``max_task_retries``); an item whose actor died anyway is submitted again to
     another actor, so each item yields exactly one result."""
-    ray = ray_init(address)
+    ray = ray_init(address, num_cpus=max(num_cores(), workers))  # one slot per actor on a local cluster
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= workers else 0
-    threads = max(1, int(ray.cluster_resources().get("CPU", num_cores())) // workers) if not address else 1
+    threads = threads_per_worker(workers) if not address else 1
     cls = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=-1, max_task_retries=-1)(_Actor)
     actors = [cls.options(name=RAY_ACTOR_NAME.format(i), lifetime=None).remote(make, call, threads)
               for i in range(workers)]

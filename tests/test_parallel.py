@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,15 +111,23 @@ def test_ray_results_identical(ray_cluster, kitchen_map, queries, serial_results
     assert (tmp_path / "r.txt").read_bytes() == serial_results
 
 
+def _counted_localizer(log: Path, map_path: Path) -> loc_mod.Localizer:
+    with open(log, "a") as f:  # one line per worker (re)start
+        f.write("start\n")
+    return loc_mod.Localizer(map_path, "retrieval")
+
+
 def test_ray_actor_killed_mid_run(ray_cluster, kitchen_map, queries, serial_results, tmp_path):
     ray = ray_cluster
-    make = functools.partial(loc_mod.Localizer, kitchen_map, "retrieval")
+    starts = tmp_path / "starts.txt"
+    make = functools.partial(_counted_localizer, starts, kitchen_map)
     results = []
     for r in map_ordered(make, loc_mod._localize_item, queries, workers=2, ray=True):
         results.append(r)
         if len(results) == 2:  # kill one actor while it holds queries
             ray.kill(ray.get_actor(RAY_ACTOR_NAME.format(0), namespace=RAY_NAMESPACE), no_restart=False)
     assert [r.name for r in results] == [n for n, _, _ in queries]  # each exactly once, in order
+    assert starts.read_text().count("start") == 3  # 2 actors, the killed one restarted
     loc_mod.write_results(results, tmp_path / "r.txt")
     assert (tmp_path / "r.txt").read_bytes() == serial_results
 
