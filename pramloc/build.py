@@ -75,13 +75,19 @@ def assemble(scene: Scene, seg: landmarks.LandmarkSegmentation, feats: list[dict
 
 
 def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False, train: bool = True,
-         device: str | None = None, workers: int = 1) -> dict:
+         device: str | None = None, workers: int = 1, ray: bool = False, ray_address: str | None = None) -> dict:
     """Build a map of ``scene`` into ``out``. Returns the manifest (with stats and timings).
-    Feature extraction and pair matching run on ``workers`` processes (:mod:`pramloc.parallel`);
-    the map does not depend on their number.
+    Feature extraction and pair matching run on ``workers`` processes, or with ``ray`` on
+    ``workers`` Ray actors (cluster at ``ray_address``, else a local one; :mod:`pramloc.parallel`);
+    the map does not depend on them.
 
     ``scene`` images need cameras and poses (triangulation) or none at all (SfM).
     """
+    if ray:
+        from .parallel import ray_backend
+
+        with ray_backend(ray_address):
+            return main(conf, scene, out, overwrite, train, device, workers)
     out = Path(out)
     if out.exists() and not overwrite:
         raise PramlocError(f"{out}: output exists (use --overwrite to replace it)")

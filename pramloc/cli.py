@@ -71,9 +71,12 @@ IMAGES_PRESET = "outdoor"  # --images (with or without --colmap); a --dataset la
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes for feature extraction and pair matching (the map does not depend on it).  "
                    "[default: the number of cores]")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto-local", default=None, metavar="[ADDRESS]",
+              help="Extract and match on a Ray cluster at ADDRESS (bare --ray: a local one; the images and the "
+                   "cache folder on storage the cluster shares); needs pip install 'pramloc[ray]'.")
 @handle_errors
 def build_map(dataset, root, images, colmap_model, split, out, preset, overrides, train_minutes, no_train, device, overwrite,
-              workers):
+              workers, ray_address):
     """Build a landmark map from images (+ known poses, or structure-from-motion)."""
     from . import build
     from .config import load_config
@@ -94,7 +97,8 @@ def build_map(dataset, root, images, colmap_model, split, out, preset, overrides
     from .parallel import num_cores
 
     manifest = build.main(conf, scene, out, overwrite=overwrite, train=not no_train, device=device,
-                          workers=workers or num_cores())
+                          workers=workers or num_cores(), ray=ray_address is not None,
+                          ray_address=None if ray_address == "auto-local" else ray_address)
     s = manifest["stats"]["model"]
     click.echo(f"map: {out}")
     click.echo(f"registered images {s['registered_images']}, 3D points {s['points3D']}, "

@@ -202,13 +202,30 @@ def _ray_map(make, call, items: list, workers: int, address: str | None, per_act
 
 # ---------------------------------------------------------------- interface
 
+_RAY_DEFAULT: dict[str, Any] = {}
+
+
+@contextmanager
+def ray_backend(address: str | None = None):
+    """Within this block, :func:`map_ordered` calls that do not say otherwise run on Ray
+    (``address``: an existing cluster, else a local one): how ``build-map --ray`` reaches
+    the stages it calls without threading the option through each of them."""
+    _RAY_DEFAULT["address"] = address
+    try:
+        yield
+    finally:
+        _RAY_DEFAULT.clear()
+
+
 def map_ordered(make: Callable[[], Any], call: Callable[[Any, T], R], items: Iterable[T], workers: int = 1,
-                ray: bool = False, ray_address: str | None = None) -> Iterator[R]:
+                ray: bool | None = None, ray_address: str | None = None) -> Iterator[R]:
     """``call(state, item)`` for every item, ``state = make()`` built once per worker;
     results yielded in the order of ``items``. ``workers=1`` without ``ray`` runs in this
     process; more run in processes, or with ``ray`` in Ray actors (``ray_address``: an
-    existing cluster, else a local one)."""
+    existing cluster, else a local one). ``ray=None``: Ray inside :func:`ray_backend`."""
     items = list(items)
+    if ray is None and _RAY_DEFAULT:
+        ray, ray_address = True, ray_address or _RAY_DEFAULT["address"]
     if ray:
         return _ray_map(make, call, items, max(1, workers), ray_address)
     workers = max(1, min(workers, len(items)))

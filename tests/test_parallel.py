@@ -132,9 +132,12 @@ def test_ray_actor_killed_mid_run(ray_cluster, kitchen_map, queries, serial_resu
     assert (tmp_path / "r.txt").read_bytes() == serial_results
 
 
-def test_build_with_workers_same_map(kitchen_root, kitchen_split, kitchen_map, tmp_path):
-    """Feature extraction and pair matching on 2 processes: the same map as on one (the
-    session's kitchen_map, built serially with the same settings)."""
+@pytest.mark.parametrize("backend", ["processes", "ray"])
+def test_build_with_workers_same_map(backend, kitchen_root, kitchen_split, kitchen_map, tmp_path, request):
+    """Feature extraction and pair matching on 2 processes or Ray actors: the same map as
+    on one (the session's kitchen_map, built serially with the same settings)."""
+    if backend == "ray":
+        request.getfixturevalue("ray_cluster")
     import h5py
 
     from pramloc import build
@@ -144,7 +147,8 @@ def test_build_with_workers_same_map(kitchen_root, kitchen_split, kitchen_map, t
     conf = load_config("indoor", ["landmarks.num_landmarks=8", "landmarks.min_points_per_landmark=10",
                                      "triangulation.num_pairs=5"])
     out = tmp_path / "kitchen2"
-    build.main(conf, load_dataset("7scenes", kitchen_root, kitchen_split), out, train=False, workers=2)
+    build.main(conf, load_dataset("7scenes", kitchen_root, kitchen_split), out, train=False, workers=2,
+               ray=backend == "ray")
     with h5py.File(kitchen_map / "map.h5") as a, h5py.File(out / "map.h5") as b:
         names = []
         a.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
