@@ -28,8 +28,13 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-RAY_ACTOR_NAME = "pramloc-worker-{}"  # actors are named so that a test (or a user) can find them
 RAY_NAMESPACE = "pramloc"
+
+
+def ray_actor_name(i: int) -> str:
+    """Name of this process's Ray actor ``i`` (named so that a test or a user can find it;
+    the process id keeps two runs on one cluster apart)."""
+    return f"pramloc-worker-{os.getpid()}-{i}"
 
 
 def num_cores() -> int:
@@ -162,7 +167,7 @@ def _ray_map(make, call, items: list, workers: int, address: str | None, per_act
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= workers else 0
     threads = threads_per_worker(workers) if not address else 1
     cls = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=-1, max_task_retries=-1)(_Actor)
-    actors = [cls.options(name=RAY_ACTOR_NAME.format(i), lifetime=None).remote(make, call, threads)
+    actors = [cls.options(name=ray_actor_name(i)).remote(make, call, threads)
               for i in range(workers)]
     try:
         ray.get([a.ready.remote() for a in actors])
@@ -172,8 +177,11 @@ def _ray_map(make, call, items: list, workers: int, address: str | None, per_act
         load = [0] * workers
         done: dict[int, Any] = {}
         nxt = 0
+        dead = 10 ** 9  # the load of an actor that died for good: never chosen again
 
         def submit():
+            if queue and min(load) >= dead:
+                raise PramlocError(f"every Ray worker died for good; {len(queue)} queries not run")
             while queue and min(load) < per_actor:
                 a = load.index(min(load))
                 i = queue.popleft()
@@ -191,6 +199,7 @@ def _ray_map(make, call, items: list, workers: int, address: str | None, per_act
                 done[i] = ray.get(ready[0])
             except ray.exceptions.RayActorError:
                 queue.appendleft(i)  # its actor died for good: run it again elsewhere
+                load[owner[i]] = dead
             submit()
             while nxt in done:
                 yield done.pop(nxt)

@@ -15,7 +15,7 @@ import pytest
 from pramloc import localize as loc_mod
 from pramloc.errors import PramlocError
 from pramloc.mapio import load_map
-from pramloc.parallel import RAY_ACTOR_NAME, RAY_NAMESPACE, map_ordered, threads_per_worker
+from pramloc.parallel import RAY_NAMESPACE, map_ordered, ray_actor_name, threads_per_worker
 
 from .conftest import frame
 
@@ -125,7 +125,7 @@ def test_ray_actor_killed_mid_run(ray_cluster, kitchen_map, queries, serial_resu
     for r in map_ordered(make, loc_mod._localize_item, queries, workers=2, ray=True):
         results.append(r)
         if len(results) == 2:  # kill one actor while it holds queries
-            ray.kill(ray.get_actor(RAY_ACTOR_NAME.format(0), namespace=RAY_NAMESPACE), no_restart=False)
+            ray.kill(ray.get_actor(ray_actor_name(0), namespace=RAY_NAMESPACE), no_restart=False)
     assert [r.name for r in results] == [n for n, _, _ in queries]  # each exactly once, in order
     assert starts.read_text().count("start") == 3  # 2 actors, the killed one restarted
     loc_mod.write_results(results, tmp_path / "r.txt")
