@@ -140,7 +140,11 @@ def ray_init(address: str | None = None, num_cpus: int | None = None):
     if not ray.is_initialized():
         kwargs = {"address": address} if address else {"num_cpus": num_cpus or num_cores(),
                                                          "include_dashboard": False}
-        ray.init(namespace=RAY_NAMESPACE, log_to_driver=False, configure_logging=False, **kwargs)
+        try:
+            ray.init(namespace=RAY_NAMESPACE, log_to_driver=False, configure_logging=False, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+            raise PramlocError(f"cannot start or reach {where} ({str(err).splitlines()[0][:160]})") from None
     return ray
 
 
