@@ -75,11 +75,19 @@ def assemble(scene: Scene, seg: landmarks.LandmarkSegmentation, feats: list[dict
 
 
 def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False, train: bool = True,
-         device: str | None = None) -> dict:
+         device: str | None = None, workers: int = 1, ray: bool = False, ray_address: str | None = None) -> dict:
     """Build a map of ``scene`` into ``out``. Returns the manifest (with stats and timings).
+    Feature extraction and pair matching run on ``workers`` processes, or with ``ray`` on
+    ``workers`` Ray actors (cluster at ``ray_address``, else a local one; :mod:`pramloc.parallel`);
+    the map does not depend on them.
 
     ``scene`` images need cameras and poses (triangulation) or none at all (SfM).
     """
+    if ray:
+        from .parallel import ray_backend
+
+        with ray_backend(ray_address):
+            return main(conf, scene, out, overwrite, train, device, workers)
     out = Path(out)
     if out.exists() and not overwrite:
         raise PramlocError(f"{out}: output exists (use --overwrite to replace it)")
@@ -97,7 +105,7 @@ def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False,
     fconf = conf.features.to_dict()
     feat_path = cache / f"features-{conf.features.name}-{_hash(fconf)}.h5"
     with timed(times, "features"):
-        features_mod.main(conf.features, scene.image_dir, scene.names, feat_path)
+        features_mod.main(conf.features, scene.image_dir, scene.names, feat_path, workers=workers)
 
     sfm_key = _hash([conf.triangulation.to_dict(), fconf, scene.names, use_sfm,
                      [im.pose.qvec.tolist() + im.pose.tvec.tolist() for im in scene.images] if not use_sfm else None])
@@ -109,9 +117,9 @@ def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False,
         else:
             work = cache / "work"
             if use_sfm:
-                rec = sfm.reconstruct(scene, feat_path, work, conf.triangulation, seed=conf.landmarks.seed)
+                rec = sfm.reconstruct(scene, feat_path, work, conf.triangulation, seed=conf.landmarks.seed, workers=workers)
             else:
-                rec = sfm.triangulate(scene, feat_path, work, conf.triangulation)
+                rec = sfm.triangulate(scene, feat_path, work, conf.triangulation, workers=workers)
             tmp = cache / f".tmp-{sfm_key}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()

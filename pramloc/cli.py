@@ -68,8 +68,15 @@ IMAGES_PRESET = "outdoor"  # --images (with or without --colmap); a --dataset la
 @click.option("--no-train", is_flag=True, help="Skip recognizer training.")
 @click.option("--device", default=None, help="Training device (cpu, cuda; default: cpu).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing map.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes for feature extraction and pair matching (the map does not depend on it).  "
+                   "[default: the number of cores]")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto-local", default=None, metavar="[ADDRESS]",
+              help="Extract and match on a Ray cluster at ADDRESS (bare --ray: a local one; the images and the "
+                   "cache folder on storage the cluster shares); needs pip install 'pramloc[ray]'.")
 @handle_errors
-def build_map(dataset, root, images, colmap_model, split, out, preset, overrides, train_minutes, no_train, device, overwrite):
+def build_map(dataset, root, images, colmap_model, split, out, preset, overrides, train_minutes, no_train, device, overwrite,
+              workers, ray_address):
     """Build a landmark map from images (+ known poses, or structure-from-motion)."""
     from . import build
     from .config import load_config
@@ -87,7 +94,11 @@ def build_map(dataset, root, images, colmap_model, split, out, preset, overrides
     if train_minutes is not None:
         conf.recognizer.train_minutes = train_minutes
     out = out or Path("maps") / name
-    manifest = build.main(conf, scene, out, overwrite=overwrite, train=not no_train, device=device)
+    from .parallel import num_cores
+
+    manifest = build.main(conf, scene, out, overwrite=overwrite, train=not no_train, device=device,
+                          workers=workers or num_cores(), ray=ray_address is not None,
+                          ray_address=None if ray_address == "auto-local" else ray_address)
     s = manifest["stats"]["model"]
     click.echo(f"map: {out}")
     click.echo(f"registered images {s['registered_images']}, 3D points {s['points3D']}, "
@@ -194,8 +205,16 @@ def export_colmap(map_path, out_dir):
 @click.option("--log", "log_path", type=click.Path(path_type=Path), help="JSON-lines log (default: OUT_log.jsonl).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a localization setting (pramloc/config.py).")
 @click.option("--device", default=None, help="cpu or cuda.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes (or Ray actors), each loading the map once; results in query order, the same "
+                   "as one process's.  [default: the number of cores]")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="auto-local", default=None, metavar="[ADDRESS]",
+              help="Run on a Ray cluster at ADDRESS (bare --ray: start a local one); needs pip install 'pramloc[ray]'.")
+@click.option("--send", type=click.Choice(["paths", "bytes"]), default="paths", show_default=True,
+              help="What the workers get of each query: its path (storage they share) or its image bytes.")
 @handle_errors
-def localize(map_path, image, dataset, root, images, queries, camera, mode, out, log_path, overrides, device):
+def localize(map_path, image, dataset, root, images, queries, camera, mode, out, log_path, overrides, device,
+             workers, ray_address, send):
     """Localize query images against a map (6-DoF, world-to-camera)."""
     from . import localize as loc_mod
     from .config import localization_config
@@ -220,7 +239,12 @@ def localize(map_path, image, dataset, root, images, queries, camera, mode, out,
     query_list = loc_mod.query_list(dataset=dataset, root=root, images=images, queries=queries, camera=default_cam)
     if out is None:
         raise PramlocError("give --out for the results file")
-    s = loc_mod.main(map_path, query_list, out, mode, conf, device, log_path)
+    from .parallel import num_cores
+
+    use_ray = ray_address is not None
+    s = loc_mod.main(map_path, query_list, out, mode, conf, device, log_path, workers=workers or num_cores(),
+                     ray=use_ray, ray_address=None if ray_address == "auto-local" else ray_address,
+                     send_bytes=send == "bytes")
     click.echo(f"localized {s['queries'] - s['failed']}/{s['queries']} (recognition {s['recognition']}, "
                f"retrieval {s['retrieval']}, failed {s['failed']}), median {s['median_time_s'] * 1000:.0f} ms/query")
     click.echo(f"results: {s['results']}\nlog: {s['log']}")

@@ -144,7 +144,8 @@ class Localizer:
                  device: str | None = None):
         if mode not in MODES:
             raise PramlocError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
-        self.map = map_path if isinstance(map_path, LandmarkMap) else load_map(map_path)
+        # Memory-mapped: the processes localizing on one machine share the map's pages.
+        self.map = map_path if isinstance(map_path, LandmarkMap) else load_map(map_path, lazy=True)
         mconf = self.map.manifest.get("config", {})
         self.conf = LocalizationConfig.of(conf, "localization").to_dict()
         self.feature_conf = self.map.manifest["feature"]
@@ -167,11 +168,15 @@ class Localizer:
                 self.recognizer = Recognizer.load(self.map.recognizer_path, device=str(self.device),
                                                   data=read_part(self.map, RECOGNIZER))
         self.index = retrieval_index(self.map) if mode != "recognition" else None
-        self.descriptors = torch.from_numpy(self.map.descriptors).to(self.device)
-        self._xyz = self.map.xyz.astype(np.float64)
         self._offsets = self.map.landmark_offsets
-        # Map image of each stored observation (for the co-visible images of a pose).
-        self._obs_image = np.repeat(np.arange(len(self.map.image_names)), np.diff(self.map.image_offsets))
+
+    def _xyz(self, points: np.ndarray) -> np.ndarray:
+        """World coordinates (K, 3) float64 of map points ``points`` (read on demand)."""
+        return np.asarray(self.map.xyz[points], np.float64)
+
+    def _descriptors(self, points: np.ndarray) -> np.ndarray:
+        """Descriptors (K, D) float32 of map points ``points`` (dequantized on demand)."""
+        return np.asarray(self.map.descriptors[points], np.float32)
 
     # ------------------------------------------------------------------ stages
 
@@ -180,7 +185,7 @@ class Localizer:
         with a ratio test): (K, 2) rows of (keypoint index, point index)."""
         if len(q_idx) == 0 or len(pts) == 0:
             return np.zeros((0, 2), np.int64)
-        m, _ = match(desc[torch.from_numpy(q_idx)], self.descriptors[torch.from_numpy(pts)],
+        m, _ = match(desc[torch.from_numpy(q_idx)], torch.from_numpy(self._descriptors(pts)).to(self.device),
                      ratio=self.conf["ratio"], mutual=True)
         m = m.cpu().numpy()
         return np.stack([q_idx[m[:, 0]], pts[m[:, 1]]], 1) if len(m) else np.zeros((0, 2), np.int64)
@@ -195,7 +200,7 @@ class Localizer:
             if len(matches) < 4:
                 est, why = None, f"{len(matches)} matches < the 4 of PnP"
             else:
-                est, why = solve_pose(q.kps[matches[:, 0]], self._xyz[matches[:, 1]], q.camera,
+                est, why = solve_pose(q.kps[matches[:, 0]], self._xyz(matches[:, 1]), q.camera,
                                       c["ransac_max_error"] * q.px, first_min, seed=c["seed"],
                                       refine_focal=q.refine_focal,
                                       threshold="min_inliers" if first_min == c["min_inliers"] else "min_first_inliers")
@@ -216,13 +221,13 @@ class Localizer:
         co-visible with the inliers, then re-estimate (:func:`refine_by_projection`)."""
         c = self.conf
         with _Timer(q.times, "refinement"):
-            seen = np.isin(self.map.image_points, matches[est.inlier_mask, 1])
-            counts = np.bincount(self._obs_image[seen], minlength=len(self.map.image_names))
-            covis = np.argsort(-counts, kind="stable")[: c["covisible_images"]]
-            covis = covis[counts[covis] > 0]
+            # Map images by how many of the inlier points they observe (ties: map order).
+            images, counts = np.unique(self.map.point_images(np.unique(matches[est.inlier_mask, 1])),
+                                       return_counts=True)
+            covis = images[np.argsort(-counts, kind="stable")[: c["covisible_images"]]]
             pts = np.unique(np.concatenate([seed_points] + [self.map.image_point_ids(i) for i in covis]))
             # The refined estimate, unless it has fewer inliers than the first.
-            return refine_by_projection(est, q.camera, q.kps, q.desc_np, self._xyz[pts], self.map.descriptors[pts],
+            return refine_by_projection(est, q.camera, q.kps, q.desc_np, self._xyz(pts), self._descriptors(pts),
                                         c["refine_radius"] * q.px, c["ratio"], c["refine_max_error"] * q.px,
                                         c["min_inliers"], seed=c["seed"], refine_focal=q.refine_focal)
 
@@ -408,25 +413,78 @@ def write_results(results: list[QueryResult], out: Path | None, log_path: Path |
     return written
 
 
+@dataclass
+class ImageBytes:
+    """A query image's file content, sent to a worker that may not see the file (Ray)."""
+
+    data: bytes
+    suffix: str
+
+
+def _localize_item(loc: Localizer, query: tuple[str, Path | ImageBytes, Camera | None]) -> QueryResult:
+    """One query of :func:`main` on a worker's localizer (see :mod:`pramloc.parallel`)."""
+    name, path, camera = query
+    if isinstance(path, ImageBytes):  # the same file, local to the worker (EXIF included)
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(suffix=path.suffix) as f:
+            f.write(path.data)
+            f.flush()
+            return loc.localize(Path(f.name), camera, name)
+    return loc.localize(path, camera, name)
+
+
+def _worker_localizer(map_path: Path, mode: str, conf, device: str | None) -> Localizer:
+    """A worker's localizer: on ``device``, else on the GPU Ray gave the worker, if any."""
+    if device is None and torch.cuda.is_available():
+        device = "cuda"
+    return Localizer(map_path, mode, conf, device)
+
+
+def _with_bytes(queries: list[tuple[str, Path, Camera | None]]):
+    """The queries with their images' bytes instead of their paths, read one at a time."""
+    for name, path, camera in queries:
+        yield name, ImageBytes(Path(path).read_bytes(), Path(path).suffix), camera
+
+
 def main(map_path: Path, queries: list[tuple[str, Path, Camera | None]], out: Path, mode: str = "auto",
          conf: LocalizationConfig | dict | None = None, device: str | None = None,
-         log_path: Path | None = None) -> dict:
+         log_path: Path | None = None, workers: int = 1, ray: bool = False,
+         ray_address: str | None = None, send_bytes: bool = False) -> dict:
     """Localize ``queries`` ((name, image path, camera or None) triples) and stream the results:
     ``out`` gets ``name qw qx qy qz tx ty tz`` per localized query (hloc format) and
     ``log_path`` (default ``out`` + ``_log.jsonl``) one JSON record per query, failed
-    ones included. Returns a summary."""
+    ones included. ``workers`` processes (or, with ``ray``, Ray actors on the cluster at
+    ``ray_address``, a local one by default) each load the map once; results are written
+    in query order and do not depend on the number of workers. ``send_bytes``: send the
+    workers the images' bytes rather than their paths (workers without the shared storage).
+    Returns a summary."""
+    import functools
+    import time
+
     from .io import log_path as default_log_path
+    from .parallel import map_ordered
     from .progress import track
 
-    loc = Localizer(map_path, mode, conf, device)
+    if mode not in MODES:
+        raise PramlocError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+    t0 = time.perf_counter()
+    if workers <= 1 and not ray:
+        loc = Localizer(map_path, mode, conf, device)  # errors (map, mode) raised here, before any output
+        make = lambda: loc  # noqa: E731
+    else:
+        load_map(map_path, lazy=True)  # a missing or broken map is one error here, not one per worker
+        make = functools.partial(_worker_localizer if ray else Localizer, map_path, mode, conf, device)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     log_path = Path(log_path) if log_path else default_log_path(out)
     counts = {"recognition": 0, "retrieval": 0, "failed": 0}
     totals = []
     with open(out, "w") as fo, open(log_path, "w") as fl:
-        for name, path, camera in track(queries, desc=f"localize ({mode})"):
-            r = loc.localize(path, camera, name)
+        items = _with_bytes(queries) if send_bytes else queries
+        results = map_ordered(make, _localize_item, items, workers=workers, ray=ray, ray_address=ray_address)
+        for r in track(results, desc=f"localize ({mode})", total=len(queries)):
+            name = r.name
             counts[r.path] += 1
             totals.append(sum(r.times.values()))
             if r.pose is None:
@@ -437,7 +495,8 @@ def main(map_path: Path, queries: list[tuple[str, Path, Camera | None]], out: Pa
             fo.flush()
             fl.flush()
     summary = {"queries": len(queries), **counts, "results": str(out), "log": str(log_path),
-               "median_time_s": float(np.median(totals)) if totals else 0.0}
+               "median_time_s": float(np.median(totals)) if totals else 0.0,
+               "wall_s": round(time.perf_counter() - t0, 3), "workers": workers, "ray": ray}
     logger.info("Localized %d/%d queries (recognition %d, retrieval %d, failed %d); results in %s",
                 len(queries) - counts["failed"], len(queries), counts["recognition"], counts["retrieval"],
                 counts["failed"], out)

@@ -155,32 +155,45 @@ def export_map(map_path: Path, out: Path) -> Path:
     return out
 
 
+def _cached_features(cache: dict, features: Path, name: str) -> dict:
+    if name not in cache:
+        if len(cache) > 64:
+            cache.pop(next(iter(cache)))
+        cache[name] = read_features(features, name)
+    return cache[name]
+
+
+def _match_pair(features: Path, ratio: float, max_epipolar_error: float, cache: dict,
+                pair: tuple[str, str, np.ndarray | None]) -> np.ndarray:
+    """Matches of one pair (a, b, F or None) of :func:`_match_pairs` (on a worker whose
+    ``cache`` keeps recently read features)."""
+    a, b, F = pair
+    fa, fb = _cached_features(cache, features, a), _cached_features(cache, features, b)
+    m = match(fa["descriptors"], fb["descriptors"], ratio=ratio, mutual=True)[0]
+    if F is not None and len(m):
+        err = sampson_error(F, fa["keypoints"][m[:, 0]] + 0.5, fb["keypoints"][m[:, 1]] + 0.5)
+        m = m[err < max_epipolar_error ** 2]
+    return m
+
+
 def _match_pairs(scene: Scene, features: Path, pairs: list[tuple[str, str]], ratio: float,
-                 known_poses: bool, max_epipolar_error: float = 4.0):
-    """Match each pair; with known poses keep matches with Sampson error below the
-    threshold (geometric verification from the given poses, no RANSAC needed)."""
-    cache: dict[str, dict] = {}
+                 known_poses: bool, max_epipolar_error: float = 4.0, workers: int = 1):
+    """Match each pair (on ``workers`` processes, :mod:`pramloc.parallel`); with known poses
+    keep matches with Sampson error below the threshold (geometric verification from the
+    given poses, no RANSAC needed)."""
+    import functools
 
-    def feats(name):
-        if name not in cache:
-            if len(cache) > 64:
-                cache.pop(next(iter(cache)))
-            cache[name] = read_features(features, name)
-        return cache[name]
+    from .parallel import map_ordered
 
-    out = {}
-    for a, b in track(pairs, desc="matching"):
-        fa, fb = feats(a), feats(b)
-        m = match(fa["descriptors"], fb["descriptors"], ratio=ratio, mutual=True)[0]
-        if known_poses and len(m):
-            F = _fundamental(scene[a].camera, scene[a].pose, scene[b].camera, scene[b].pose)
-            err = sampson_error(F, fa["keypoints"][m[:, 0]] + 0.5, fb["keypoints"][m[:, 1]] + 0.5)
-            m = m[err < max_epipolar_error ** 2]
-        out[(a, b)] = m
-    return out
+    items = [(a, b, _fundamental(scene[a].camera, scene[a].pose, scene[b].camera, scene[b].pose)
+              if known_poses else None) for a, b in pairs]
+    call = functools.partial(_match_pair, Path(features), ratio, max_epipolar_error)
+    return {(a, b): m for (a, b), m in zip(pairs, track(map_ordered(dict, call, items, workers=workers),
+                                                        desc="matching", total=len(pairs)))}
 
 
-def triangulate(scene: Scene, features: Path, work_dir: Path, conf: TriangulationConfig) -> pycolmap.Reconstruction:
+def triangulate(scene: Scene, features: Path, work_dir: Path, conf: TriangulationConfig,
+                workers: int = 1) -> pycolmap.Reconstruction:
     """Triangulate 3D points with the scene's known cameras and poses (kept fixed).
 
     Returns the reconstruction; its ``points2D`` are the features file's keypoints
@@ -194,7 +207,7 @@ def triangulate(scene: Scene, features: Path, work_dir: Path, conf: Triangulatio
     pairs = pairs_from_poses(scene, conf.num_pairs, conf.max_pair_distance, conf.min_overlap_angle)
     logger.info("Matching %d image pairs selected by pose.", len(pairs))
     matches = _match_pairs(scene, features, pairs, conf.ratio, known_poses=True,
-                           max_epipolar_error=conf.max_epipolar_error)
+                           max_epipolar_error=conf.max_epipolar_error, workers=workers)
     rec = known_pose_model(scene.names, [im.camera for im in scene.images], [im.pose for im in scene.images],
                            [read_features(features, n)["keypoints"] for n in scene.names])
     db_path = work_dir / "database.db"
@@ -222,7 +235,7 @@ def triangulate(scene: Scene, features: Path, work_dir: Path, conf: Triangulatio
 
 
 def reconstruct(scene: Scene, features: Path, work_dir: Path, conf: TriangulationConfig,
-                seed: int = 0) -> pycolmap.Reconstruction:
+                seed: int = 0, workers: int = 1) -> pycolmap.Reconstruction:
     """Structure-from-motion from images alone (exhaustive pairs, incremental mapping
     seeded with ``seed``).
 
@@ -232,7 +245,7 @@ def reconstruct(scene: Scene, features: Path, work_dir: Path, conf: Triangulatio
     work_dir.mkdir(parents=True, exist_ok=True)
     pairs = exhaustive_pairs(scene.names)
     logger.info("Structure-from-motion: matching %d image pairs exhaustively.", len(pairs))
-    matches = _match_pairs(scene, features, pairs, conf.ratio, known_poses=False)
+    matches = _match_pairs(scene, features, pairs, conf.ratio, known_poses=False, workers=workers)
     db_path = work_dir / "database.db"
     _write_database(db_path, scene, features, None)
     ids = {n: i for i, n in enumerate(scene.names, 1)}

@@ -169,11 +169,22 @@ def extract_path(path: Path, conf: FeatureConfig | dict) -> dict[str, np.ndarray
     return extract_image(image, conf, size)
 
 
-def main(conf: FeatureConfig, image_dir: Path, names: list[str], out_path: Path, overwrite: bool = False) -> Path:
-    """Extract features of ``names`` (relative to ``image_dir``) into ``out_path`` (HDF5).
+def _extract_named(image_dir: Path, conf: FeatureConfig, state, name: str) -> dict[str, np.ndarray]:
+    """Features of one image of :func:`main` (on a worker, :mod:`pramloc.parallel`)."""
+    return extract_path(Path(image_dir) / name, conf)
+
+
+def main(conf: FeatureConfig, image_dir: Path, names: list[str], out_path: Path, overwrite: bool = False,
+         workers: int = 1) -> Path:
+    """Extract features of ``names`` (relative to ``image_dir``) into ``out_path`` (HDF5),
+    on ``workers`` processes (written here, in order).
 
     Images already in the file are skipped unless ``overwrite``. Returns ``out_path``.
     """
+    import functools
+
+    from ..parallel import map_ordered
+
     from ..io import list_feature_names, write_features
 
     out_path = Path(out_path)
@@ -186,7 +197,7 @@ def main(conf: FeatureConfig, image_dir: Path, names: list[str], out_path: Path,
         done = set()
     todo = [n for n in names if n not in done]
     logger.info("Extracting %s features of %d images (%d cached).", conf.name, len(todo), len(names) - len(todo))
-    for name in track(todo, desc="features"):
-        feats = extract_path(Path(image_dir) / name, conf)
+    extracted = map_ordered(dict, functools.partial(_extract_named, Path(image_dir), conf), todo, workers=workers)
+    for name, feats in track(zip(todo, extracted), desc="features", total=len(todo)):
         write_features(out_path, name, {**feats, "descriptors": feats["descriptors"].T})
     return out_path

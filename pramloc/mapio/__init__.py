@@ -35,7 +35,7 @@ class _Replaced(Exception):
     """The map folder was replaced while it was being read."""
 
 
-def _load(path: Path, checksums: bool) -> LandmarkMap:
+def _load(path: Path, checksums: bool, lazy: bool = False) -> LandmarkMap:
     with _Folder(path) as folder:
         try:
             manifest, files = _checked_parts(folder, checksums)
@@ -44,7 +44,7 @@ def _load(path: Path, checksums: bool) -> LandmarkMap:
                 raise _Replaced from None
             raise
     try:
-        m = read_map_data(files[MAP_H5], manifest, path)
+        m = read_map_data(files[MAP_H5], manifest, path, lazy=lazy)
     except (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError, PramlocError) as err:
         msg = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
         raise PramlocError(f"{path / MAP_H5}: cannot read map data ({msg})") from None
@@ -55,13 +55,15 @@ def _load(path: Path, checksums: bool) -> LandmarkMap:
     return m
 
 
-def load_map(path: Path, checksums: bool = True) -> LandmarkMap:
+def load_map(path: Path, checksums: bool = True, lazy: bool = False) -> LandmarkMap:
     """Load and validate a map folder. Safe while another process replaces the map
-    (``build-map --overwrite``): the result is the old map or the new one, never a mix."""
+    (``build-map --overwrite``): the result is the old map or the new one, never a mix.
+    ``lazy``: memory-map the large arrays instead of reading them (localization: the
+    processes of one machine share the pages; see :func:`read_map_data`)."""
     path = Path(path)
     for _ in range(10):
         try:
-            return _load(path, checksums)
+            return _load(path, checksums, lazy)
         except _Replaced:
             continue
     raise PramlocError(f"{path}: the map kept changing while it was loaded (being rebuilt?); try again")

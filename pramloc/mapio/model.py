@@ -45,6 +45,7 @@ class LandmarkMap:
     retrieval: dict[str, np.ndarray] = field(default_factory=dict)
     manifest: dict = field(default_factory=dict)
     path: Path | None = None
+    tracks: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def num_landmarks(self) -> int:
@@ -55,7 +56,23 @@ class LandmarkMap:
         return np.searchsorted(self.point_landmark, np.arange(self.num_landmarks + 1))
 
     def image_point_ids(self, i: int) -> np.ndarray:
-        return self.image_points[self.image_offsets[i]:self.image_offsets[i + 1]]
+        return self.image_points[self.image_offsets[i]:self.image_offsets[i + 1]].astype(np.int64)
+
+    def point_images(self, points: np.ndarray) -> np.ndarray:
+        """The map images observing ``points``, one entry per observation (an image observing
+        several of them appears as often). Uses the stored tracks (``points/track_*``),
+        computed once from the observations for maps written without them."""
+        if self.tracks is None:
+            from .schema import point_tracks
+
+            self.tracks = point_tracks(np.asarray(self.image_points), self.image_offsets, len(self.xyz))
+        offsets, images = self.tracks
+        points = np.asarray(points, np.int64)
+        starts, ends = offsets[points].astype(np.int64), offsets[points + 1].astype(np.int64)
+        if not len(points):
+            return np.zeros(0, np.int64)
+        idx = np.repeat(starts - np.cumsum(np.r_[0, (ends - starts)[:-1]]), ends - starts) + np.arange((ends - starts).sum())
+        return np.asarray(images[idx], np.int64)
 
     def landmark_images(self) -> list[np.ndarray]:
         """Per landmark, the indices of the map images that observe it."""

@@ -6,7 +6,14 @@
   (M, 3) world-to-camera, ``images/offsets`` (M + 1,), ``images/points`` (O,) uint16/uint32
   and ``images/keypoints`` (O, 2) float32 (the observations' pixels);
 - ``landmarks/centers`` (L, 3) float32;
-- ``retrieval/*``: the retrieval index's arrays.
+- ``retrieval/*``: the retrieval index's arrays;
+- ``points/track_offsets`` (P + 1,) uint32/int64 and ``points/track_images`` (O,) uint16/uint32: the
+  map images observing each point (the inverse of ``images/points``, for the co-visible
+  images of a pose without a scan of every observation). Optional: maps written before
+  them get them computed at load.
+
+Every dataset is stored contiguous and uncompressed, so that :func:`read_map_data` with
+``lazy=True`` memory-maps the large ones (processes loading the same map share its pages).
 """
 
 from __future__ import annotations
@@ -31,6 +38,38 @@ def dequantize_descriptors(q: np.ndarray) -> np.ndarray:
     return d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-8)
 
 
+class QuantizedDescriptors:
+    """The map's uint8 descriptors (P, D), memory-mapped, dequantized row by row when
+    indexed (``desc[idx]`` is ``dequantize_descriptors(stored[idx])``); ``np.asarray`` gives
+    them all."""
+
+    def __init__(self, stored: np.ndarray):
+        self.stored = stored
+        self.shape = stored.shape
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.stored)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        rows = np.asarray(self.stored[idx])
+        return dequantize_descriptors(rows[None])[0] if rows.ndim == 1 else dequantize_descriptors(rows)
+
+    def __array__(self, dtype=None, copy=None):
+        d = dequantize_descriptors(np.asarray(self.stored))
+        return d if dtype is None else d.astype(dtype)
+
+
+def point_tracks(image_points: np.ndarray, image_offsets: np.ndarray, num_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """The inverse of the observations: (offsets (P + 1,), images (O,) uint32) such that
+    point ``p`` is observed by map images ``images[offsets[p]:offsets[p + 1]]`` (ascending)."""
+    obs_image = np.repeat(np.arange(len(image_offsets) - 1, dtype=np.uint32), np.diff(image_offsets))
+    order = np.argsort(image_points, kind="stable")
+    offsets = np.zeros(num_points + 1, np.int64)
+    np.cumsum(np.bincount(image_points, minlength=num_points), out=offsets[1:])
+    return offsets, obs_image[order]
+
+
 def write_map_data(m: LandmarkMap, folder: Path) -> Path:
     """Write ``map.h5`` into ``folder`` (a staging folder). Returns its path."""
     import h5py
@@ -39,10 +78,14 @@ def write_map_data(m: LandmarkMap, folder: Path) -> Path:
     with h5py.File(path, "w") as f:
         g = f.create_group("points")
         g.create_dataset("xyz", data=m.xyz.astype(np.float32))
-        g.create_dataset("descriptors", data=quantize_descriptors(m.descriptors))
+        g.create_dataset("descriptors", data=(m.descriptors.stored if isinstance(m.descriptors, QuantizedDescriptors)
+                                              else quantize_descriptors(m.descriptors)))
         lm_dtype = np.uint8 if m.num_landmarks <= 256 else np.uint16
         g.create_dataset("landmark", data=m.point_landmark.astype(lm_dtype))
         g.create_dataset("color", data=m.color.astype(np.uint8))
+        offsets, images = point_tracks(np.asarray(m.image_points), np.asarray(m.image_offsets), len(m.xyz))
+        g.create_dataset("track_offsets", data=offsets.astype(np.uint32 if offsets[-1] < 2 ** 32 else np.int64))
+        g.create_dataset("track_images", data=images.astype(np.uint16 if len(m.image_names) <= 65536 else np.uint32))
         g = f.create_group("images")
         g.create_dataset("names", data=np.array(m.image_names, dtype=object), dtype=h5py.string_dtype())
         g.create_dataset("cameras", data=np.array([c.to_string() for c in m.cameras], dtype=object),
@@ -61,30 +104,47 @@ def write_map_data(m: LandmarkMap, folder: Path) -> Path:
     return path
 
 
-def read_map_data(f, manifest: dict, path: Path) -> LandmarkMap:
+def _mapped(f, dataset) -> np.ndarray:
+    """A contiguous dataset of the open file ``f`` memory-mapped read-only (read into memory
+    when it is chunked, compressed or empty)."""
+    offset = dataset.id.get_offset()
+    if offset is None or dataset.size == 0 or dataset.dtype.kind not in "iuf":
+        return dataset[()]
+    return np.memmap(f, dtype=dataset.dtype, mode="r", offset=offset, shape=dataset.shape)
+
+
+def read_map_data(f, manifest: dict, path: Path, lazy: bool = False) -> LandmarkMap:
+    """The map in ``map.h5`` (an open binary file). With ``lazy`` the large arrays (points,
+    observations, retrieval vectors) are memory-mapped, not read: descriptors stay uint8
+    (:class:`QuantizedDescriptors`), ids keep their stored integer types."""
     import h5py
 
     def text(v):
         return v.decode() if isinstance(v, bytes) else str(v)
 
     with h5py.File(f, "r") as h:
+        big = (lambda name: _mapped(f, h[name])) if lazy else (lambda name: h[name][()])
         qv, tv = h["images/qvec"][()], h["images/tvec"][()]
-        return LandmarkMap(
-            xyz=h["points/xyz"][()],
-            descriptors=dequantize_descriptors(h["points/descriptors"][()]),
-            point_landmark=h["points/landmark"][()].astype(np.int64),
-            color=h["points/color"][()],
+        m = LandmarkMap(
+            xyz=big("points/xyz"),
+            descriptors=(QuantizedDescriptors(big("points/descriptors")) if lazy
+                         else dequantize_descriptors(h["points/descriptors"][()])),
+            point_landmark=big("points/landmark") if lazy else h["points/landmark"][()].astype(np.int64),
+            color=big("points/color"),
             image_names=[text(n) for n in h["images/names"][()]],
             cameras=[Camera.from_string(text(c)) for c in h["images/cameras"][()]],
             poses=[Pose(q, t) for q, t in zip(qv, tv)],
             image_offsets=h["images/offsets"][()].astype(np.int64),
-            image_points=h["images/points"][()].astype(np.int64),
-            image_keypoints=h["images/keypoints"][()],
+            image_points=big("images/points") if lazy else h["images/points"][()].astype(np.int64),
+            image_keypoints=big("images/keypoints"),
             landmark_centers=h["landmarks/centers"][()].astype(np.float64),
-            retrieval={k: v[()] for k, v in h["retrieval"].items()},
+            retrieval={k: (big(f"retrieval/{k}") if k == "vectors" else v[()]) for k, v in h["retrieval"].items()},
             manifest=manifest,
             path=path,
         )
+        if "points/track_offsets" in h:
+            m.tracks = (big("points/track_offsets"), big("points/track_images"))
+        return m
 
 
 def h5_part_sizes(path: Path) -> dict[str, int]:

@@ -141,7 +141,10 @@ class VladIndex(GlobalIndex):
         if q.shape[-1] != self.vectors.shape[1]:
             raise PramlocError(f"VladIndex: query vector has dimension {q.shape[-1]}, "
                                f"index has {self.vectors.shape[1]}")
-        s = q @ self.vectors.astype(np.float32).T
+        # In blocks of map images: a memory-mapped index of many images is never converted whole.
+        block = 8192
+        s = np.concatenate([q @ self.vectors[i:i + block].astype(np.float32).T
+                            for i in range(0, max(len(self.vectors), 1), block)], axis=-1)
         if self.scales is not None:
             s = s * self.scales
         return s

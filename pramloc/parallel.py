@@ -1,0 +1,255 @@
+"""Execution backends for embarrassingly parallel work: serial, local processes, Ray.
+
+One interface, :func:`map_ordered`: every worker builds its state once (``make()``, e.g. a
+:class:`~pramloc.localize.Localizer` loading the map), then ``call(state, item)`` runs per
+item; results come back **in the order of the items**, streamed as they are ready.
+
+- ``serial``: in this process (``workers=1``).
+- ``processes``: ``workers`` processes of the 'spawn' context (torch and fork do not mix),
+  each with ``cores // workers`` threads (torch, OpenMP, OpenBLAS, OpenCV) so that workers
+  do not oversubscribe the cores.
+- ``ray``: a pool of Ray actors (``ray.init(address)``; a local cluster when no address is
+  given). An actor that dies is restarted by Ray and its unfinished items are retried, so
+  every item has exactly one result. Ray is optional: ``pip install 'pramloc[ray]'``.
+
+``make`` and ``call`` must be picklable (module-level functions or ``functools.partial``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+from .errors import PramlocError
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+RAY_NAMESPACE = "pramloc"
+
+
+def ray_actor_name(i: int) -> str:
+    """Name of this process's Ray actor ``i`` (named so that a test or a user can find it;
+    the process id keeps two runs on one cluster apart)."""
+    return f"pramloc-worker-{os.getpid()}-{i}"
+
+
+def num_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int) -> int:
+    """Threads each of ``workers`` workers may use without oversubscribing the cores."""
+    return max(1, num_cores() // max(1, workers))
+
+
+def set_threads(n: int) -> None:
+    """Limit this process's compute threads to ``n`` (torch, OpenCV; OpenMP/BLAS through the
+    environment for libraries loaded later)."""
+    for var in THREAD_VARS:
+        os.environ[var] = str(n)
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        import cv2
+
+        cv2.setNumThreads(n)
+    except ImportError:  # pragma: no cover - cv2 is a dependency
+        pass
+
+
+@contextmanager
+def _thread_env(n: int):
+    """Thread variables set to ``n`` while child processes are started (they inherit them
+    before importing numpy or torch)."""
+    old = {v: os.environ.get(v) for v in THREAD_VARS}
+    os.environ.update({v: str(n) for v in THREAD_VARS})
+    try:
+        yield
+    finally:
+        for v, val in old.items():
+            if val is None:
+                os.environ.pop(v, None)
+            else:
+                os.environ[v] = val
+
+
+# ---------------------------------------------------------------- processes
+
+_STATE: dict[str, Any] = {}
+
+
+def _init_worker(make: Callable[[], Any], call: Callable, threads: int) -> None:
+    set_threads(threads)
+    _STATE["call"] = call
+    try:
+        _STATE["state"] = make()
+    except Exception as err:  # raised with the first item: a failing initializer would respawn forever
+        _STATE["error"] = err
+
+
+def _run_item(item):
+    if "error" in _STATE:
+        raise _STATE["error"]
+    return _STATE["call"](_STATE["state"], item)
+
+
+def _processes(make, call, items: list, workers: int) -> Iterator:
+    import multiprocessing as mp
+
+    threads = threads_per_worker(workers)
+    with _thread_env(threads):
+        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(make, call, threads))
+    try:
+        yield from pool.imap(_run_item, items, chunksize=1)
+    except BaseException:  # an error, or the caller stopped early: stop the workers now
+        pool.terminate()
+        raise
+    else:
+        pool.close()  # all done: let the workers exit on their own
+    finally:
+        pool.join()
+
+
+# ---------------------------------------------------------------- ray
+
+_RAY_HINT = "--ray needs Ray: pip install 'pramloc[ray]' (or pip install 'ray>=2.9')"
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise PramlocError(_RAY_HINT) from None
+    return ray
+
+
+def ray_init(address: str | None = None, num_cpus: int | None = None):
+    """Connect to the Ray cluster at ``address``, or start a local one (``num_cpus`` slots,
+    default the cores; no dashboard) when none is given. Does nothing when Ray is already
+    initialized."""
+    ray = _ray()
+    if not ray.is_initialized():
+        kwargs = {"address": address} if address else {"num_cpus": num_cpus or num_cores(),
+                                                         "include_dashboard": False}
+        try:
+            ray.init(namespace=RAY_NAMESPACE, log_to_driver=False, configure_logging=False, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+            raise PramlocError(f"cannot start or reach {where} ({str(err).splitlines()[0][:160]})") from None
+    return ray
+
+
+class _Actor:
+    """A Ray actor holding one worker's state (built once)."""
+
+    def __init__(self, make: Callable[[], Any], call: Callable, threads: int):
+        set_threads(threads)
+        self.state, self.call = make(), call
+
+    def run(self, item):
+        return self.call(self.state, item)
+
+    def ready(self) -> bool:
+        return True
+
+
+def _ray_map(make, call, items: list, workers: int, address: str | None, per_actor: int = 2) -> Iterator:
+    """Items to a pool of ``workers`` actors, at most ``per_actor`` in flight each; results
+    yielded in item order. Ray restarts a dead actor (``max_restarts``) and re-runs its
+    items (``max_task_retries``); an item whose actor died anyway is submitted again to
+    another actor, so each item yields exactly one result."""
+    ray = ray_init(address, num_cpus=max(num_cores(), workers))  # one slot per actor on a local cluster
+    gpus = 1 if ray.cluster_resources().get("GPU", 0) >= workers else 0
+    threads = threads_per_worker(workers) if not address else 1
+    cls = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=-1, max_task_retries=-1)(_Actor)
+    actors = [cls.options(name=ray_actor_name(i)).remote(make, call, threads)
+              for i in range(workers)]
+    try:
+        ray.get([a.ready.remote() for a in actors])
+        pending: dict[int, Any] = {}      # item index -> object ref
+        owner: dict[int, int] = {}        # item index -> actor index
+        queue = deque(range(len(items)))
+        load = [0] * workers
+        done: dict[int, Any] = {}
+        nxt = 0
+        dead = 10 ** 9  # the load of an actor that died for good: never chosen again
+
+        def submit():
+            if queue and min(load) >= dead:
+                raise PramlocError(f"every Ray worker died for good; {len(queue)} queries not run")
+            while queue and min(load) < per_actor:
+                a = load.index(min(load))
+                i = queue.popleft()
+                pending[i], owner[i] = actors[a].run.remote(items[i]), a
+                load[a] += 1
+
+        submit()
+        while nxt < len(items):
+            refs = {ref: i for i, ref in pending.items()}
+            ready, _ = ray.wait(list(refs), num_returns=1)
+            i = refs[ready[0]]
+            del pending[i]
+            load[owner[i]] -= 1
+            try:
+                done[i] = ray.get(ready[0])
+            except ray.exceptions.RayActorError:
+                queue.appendleft(i)  # its actor died for good: run it again elsewhere
+                load[owner[i]] = dead
+            submit()
+            while nxt in done:
+                yield done.pop(nxt)
+                nxt += 1
+    finally:
+        for a in actors:
+            ray.kill(a, no_restart=True)
+
+
+# ---------------------------------------------------------------- interface
+
+_RAY_DEFAULT: dict[str, Any] = {}
+
+
+@contextmanager
+def ray_backend(address: str | None = None):
+    """Within this block, :func:`map_ordered` calls that do not say otherwise run on Ray
+    (``address``: an existing cluster, else a local one): how ``build-map --ray`` reaches
+    the stages it calls without threading the option through each of them."""
+    _RAY_DEFAULT["address"] = address
+    try:
+        yield
+    finally:
+        _RAY_DEFAULT.clear()
+
+
+def map_ordered(make: Callable[[], Any], call: Callable[[Any, T], R], items: Iterable[T], workers: int = 1,
+                ray: bool | None = None, ray_address: str | None = None) -> Iterator[R]:
+    """``call(state, item)`` for every item, ``state = make()`` built once per worker;
+    results yielded in the order of ``items``. ``workers=1`` without ``ray`` runs in this
+    process; more run in processes, or with ``ray`` in Ray actors (``ray_address``: an
+    existing cluster, else a local one). ``ray=None``: Ray inside :func:`ray_backend`."""
+    items = list(items)
+    if ray is None and _RAY_DEFAULT:
+        ray, ray_address = True, ray_address or _RAY_DEFAULT["address"]
+    if ray:
+        return _ray_map(make, call, items, max(1, workers), ray_address)
+    workers = max(1, min(workers, len(items)))
+    if workers == 1:
+        return _serial(make, call, items)
+    return _processes(make, call, items, workers)
+
+
+def _serial(make, call, items: list) -> Iterator:
+    if not items:
+        return
+    state = make()
+    for item in items:
+        yield call(state, item)

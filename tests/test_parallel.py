@@ -1,0 +1,156 @@
+"""Parallel and Ray localization: results identical to one process, in query order, none
+lost or duplicated when a Ray actor dies; the memory-mapped map equals the one read whole."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pramloc import localize as loc_mod
+from pramloc.errors import PramlocError
+from pramloc.mapio import load_map
+from pramloc.parallel import RAY_NAMESPACE, map_ordered, ray_actor_name, threads_per_worker
+
+from .conftest import frame
+
+
+def _state() -> dict:
+    return {"pid": os.getpid()}
+
+
+def _square(state: dict, x: int) -> tuple[int, int]:
+    return x * x, state["pid"]
+
+
+def _fail() -> dict:
+    raise PramlocError("no map here")
+
+
+def test_map_ordered_processes_in_order():
+    out = list(map_ordered(_state, _square, range(12), workers=2))
+    assert [r for r, _ in out] == [x * x for x in range(12)]
+    assert os.getpid() not in {pid for _, pid in out}
+    assert list(map_ordered(_state, _square, [], workers=2)) == []
+    assert threads_per_worker(1) >= threads_per_worker(2) >= 1
+
+
+def test_worker_that_cannot_start_is_one_error():
+    with pytest.raises(PramlocError, match="no map here"):
+        list(map_ordered(_fail, _square, range(4), workers=2))
+
+
+@pytest.fixture(scope="module")
+def queries(kitchen_root):
+    """Ten real query frames not in the small map."""
+    names = [frame(i) for i in range(3, 63, 6)]
+    from pramloc.datasets import load_dataset
+
+    scene = load_dataset("7scenes", kitchen_root, None)
+    return [(n, scene.path(n), scene[n].camera) for n in names]
+
+
+@pytest.fixture(scope="module")
+def serial_results(kitchen_map, queries, tmp_path_factory) -> bytes:
+    out = tmp_path_factory.mktemp("serial") / "r.txt"
+    loc_mod.main(kitchen_map, queries, out, mode="retrieval", workers=1)
+    return out.read_bytes()
+
+
+def test_workers_results_identical(kitchen_map, queries, serial_results, tmp_path):
+    assert serial_results.count(b"\n") >= 5  # most queries localize on the small map
+    s = loc_mod.main(kitchen_map, queries, tmp_path / "r.txt", mode="retrieval", workers=2)
+    assert (tmp_path / "r.txt").read_bytes() == serial_results
+    assert s["queries"] == len(queries) and s["workers"] == 2
+    names = [json.loads(line)["name"] for line in (tmp_path / "r_log.jsonl").read_text().splitlines()]
+    assert names == [n for n, _, _ in queries]  # the log too, in query order
+
+
+def test_lazy_map_equals_map_read_whole(kitchen_map):
+    whole, lazy = load_map(kitchen_map), load_map(kitchen_map, lazy=True)
+    assert isinstance(lazy.xyz, np.memmap) and isinstance(lazy.image_points, np.memmap)
+    np.testing.assert_array_equal(np.asarray(lazy.descriptors), whole.descriptors)
+    idx = np.array([5, 0, 17, 5])
+    np.testing.assert_array_equal(lazy.descriptors[idx], whole.descriptors[idx])
+    np.testing.assert_array_equal(lazy.descriptors[3], whole.descriptors[3])
+    np.testing.assert_array_equal(lazy.image_points, whole.image_points)
+    np.testing.assert_array_equal(lazy.landmark_offsets, whole.landmark_offsets)
+    # The stored tracks are the inverse of the observations (and computed for maps without them).
+    pts = np.unique(whole.image_points)[::7]
+    obs_image = np.repeat(np.arange(len(whole.image_names)), np.diff(whole.image_offsets))
+    expected = np.sort(obs_image[np.isin(whole.image_points, pts)])
+    np.testing.assert_array_equal(np.sort(lazy.point_images(pts)), expected)
+    whole.tracks = None
+    np.testing.assert_array_equal(np.sort(whole.point_images(pts)), expected)
+
+
+def test_ray_missing_says_how_to_install(kitchen_map, queries, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(PramlocError, match=r"pip install 'pramloc\[ray\]'"):
+        loc_mod.main(kitchen_map, queries, tmp_path / "r.txt", mode="retrieval", workers=2, ray=True)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray", reason="Ray is optional (pip install 'pramloc[ray]')")
+    from pramloc.parallel import ray_init
+
+    ray_init(num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_results_identical(ray_cluster, kitchen_map, queries, serial_results, tmp_path):
+    """Queries sent as image bytes (workers that do not share the storage)."""
+    loc_mod.main(kitchen_map, queries, tmp_path / "r.txt", mode="retrieval", workers=2, ray=True, send_bytes=True)
+    assert (tmp_path / "r.txt").read_bytes() == serial_results
+
+
+def _counted_localizer(log: Path, map_path: Path) -> loc_mod.Localizer:
+    with open(log, "a") as f:  # one line per worker (re)start
+        f.write("start\n")
+    return loc_mod.Localizer(map_path, "retrieval")
+
+
+def test_ray_actor_killed_mid_run(ray_cluster, kitchen_map, queries, serial_results, tmp_path):
+    ray = ray_cluster
+    starts = tmp_path / "starts.txt"
+    make = functools.partial(_counted_localizer, starts, kitchen_map)
+    results = []
+    for r in map_ordered(make, loc_mod._localize_item, queries, workers=2, ray=True):
+        results.append(r)
+        if len(results) == 2:  # kill one actor while it holds queries
+            ray.kill(ray.get_actor(ray_actor_name(0), namespace=RAY_NAMESPACE), no_restart=False)
+    assert [r.name for r in results] == [n for n, _, _ in queries]  # each exactly once, in order
+    assert starts.read_text().count("start") == 3  # 2 actors, the killed one restarted
+    loc_mod.write_results(results, tmp_path / "r.txt")
+    assert (tmp_path / "r.txt").read_bytes() == serial_results
+
+
+@pytest.mark.parametrize("backend", ["processes", "ray"])
+def test_build_with_workers_same_map(backend, kitchen_root, kitchen_split, kitchen_map, tmp_path, request):
+    """Feature extraction and pair matching on 2 processes or Ray actors: the same map as
+    on one (the session's kitchen_map, built serially with the same settings)."""
+    if backend == "ray":
+        request.getfixturevalue("ray_cluster")
+    import h5py
+
+    from pramloc import build
+    from pramloc.config import load_config
+    from pramloc.datasets import load_dataset
+
+    conf = load_config("indoor", ["landmarks.num_landmarks=8", "landmarks.min_points_per_landmark=10",
+                                     "triangulation.num_pairs=5"])
+    out = tmp_path / "kitchen2"
+    build.main(conf, load_dataset("7scenes", kitchen_root, kitchen_split), out, train=False, workers=2,
+               ray=backend == "ray")
+    with h5py.File(kitchen_map / "map.h5") as a, h5py.File(out / "map.h5") as b:
+        names = []
+        a.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        for n in names:
+            np.testing.assert_array_equal(a[n][()], b[n][()], err_msg=n)
