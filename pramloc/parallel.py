@@ -103,20 +103,24 @@ def _run_item(item):
 
 
 def _processes(make, call, items: list, workers: int) -> Iterator:
+    """A process pool (concurrent.futures: a worker that dies, e.g. out of memory, breaks the
+    pool with an error instead of leaving it waiting forever)."""
     import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     threads = threads_per_worker(workers)
     with _thread_env(threads):
-        pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(make, call, threads))
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                   initargs=(make, call, threads))
     try:
-        yield from pool.imap(_run_item, items, chunksize=1)
-    except BaseException:  # an error, or the caller stopped early: stop the workers now
-        pool.terminate()
-        raise
-    else:
-        pool.close()  # all done: let the workers exit on their own
+        yield from pool.map(_run_item, items)
+    except BrokenProcessPool:
+        raise PramlocError(f"a worker process died (killed, or out of memory?); rerun, with fewer --workers "
+                           f"if memory is short") from None
     finally:
-        pool.join()
+        # Done, failed, or the caller stopped early: stop the workers now.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---------------------------------------------------------------- ray

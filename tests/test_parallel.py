@@ -32,12 +32,23 @@ def _fail() -> dict:
     raise PramlocError("no map here")
 
 
+def _die_on_three(state: dict, x: int) -> int:
+    if x == 3:
+        os._exit(1)  # as a worker killed by the OS
+    return x
+
+
 def test_map_ordered_processes_in_order():
     out = list(map_ordered(_state, _square, range(12), workers=2))
     assert [r for r, _ in out] == [x * x for x in range(12)]
     assert os.getpid() not in {pid for _, pid in out}
     assert list(map_ordered(_state, _square, [], workers=2)) == []
     assert threads_per_worker(1) >= threads_per_worker(2) >= 1
+
+
+def test_worker_process_that_dies_is_an_error_not_a_hang():
+    with pytest.raises(PramlocError, match="worker process died"):
+        list(map_ordered(_state, _die_on_three, range(8), workers=2))
 
 
 def test_worker_that_cannot_start_is_one_error():
