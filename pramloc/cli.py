@@ -17,6 +17,20 @@ from .errors import PramlocError
 DATASETS = click.Choice(datasets.names())  # layouts registered in pramloc/datasets/
 
 
+class _Extractors(click.Choice):
+    """The extractors registered in pramloc/features/, listed only when needed (importing
+    them loads OpenCV and torch, which most commands' start-up does not need)."""
+
+    def __init__(self):
+        self.case_sensitive = True
+
+    @property
+    def choices(self):
+        from . import features
+
+        return tuple(features.names())
+
+
 def handle_errors(func):
     """Turn :class:`PramlocError` (and unreadable-file errors) into one line and exit 2."""
 
@@ -63,13 +77,16 @@ IMAGES_PRESET = "outdoor"  # --images (with or without --colmap); a --dataset la
 @click.option("--out", type=click.Path(path_type=Path), help="Map folder (default: maps/NAME).")
 @click.option("--config", "preset", default=None, help="Preset (indoor, outdoor) or a YAML file.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a config value.")
+@click.option("--features", "feature_name", type=_Extractors(), default=None,
+              help="Local features (same as --set features.name=NAME; xfeat, disk need pramloc[learned]; default: sift).")
 @click.option("--train-minutes", type=float,
               help=f"Time budget of recognizer training, minutes (default: {RecognizerConfig().train_minutes:g}).")
 @click.option("--no-train", is_flag=True, help="Skip recognizer training.")
 @click.option("--device", default=None, help="Training device (cpu, cuda; default: cpu).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing map.")
 @handle_errors
-def build_map(dataset, root, images, colmap_model, split, out, preset, overrides, train_minutes, no_train, device, overwrite):
+def build_map(dataset, root, images, colmap_model, split, out, preset, overrides, feature_name, train_minutes, no_train,
+              device, overwrite):
     """Build a landmark map from images (+ known poses, or structure-from-motion)."""
     from . import build
     from .config import load_config
@@ -83,7 +100,7 @@ def build_map(dataset, root, images, colmap_model, split, out, preset, overrides
         name = Path(images).resolve().name if Path(images).resolve().name != "images" else Path(images).resolve().parent.name
     else:
         raise PramlocError("give --dataset with --root, or --images (with --colmap for known poses)")
-    conf = load_config(preset or default_preset, list(overrides))
+    conf = load_config(preset or default_preset, ([f"features.name={feature_name}"] if feature_name else []) + list(overrides))
     if train_minutes is not None:
         conf.recognizer.train_minutes = train_minutes
     out = out or Path("maps") / name

@@ -14,7 +14,7 @@ import numpy as np
 import pycolmap
 
 from . import logger
-from .config import TriangulationConfig
+from .config import FeatureConfig, TriangulationConfig
 from .datasets import Scene
 from .errors import PramlocError
 from .geometry import Camera, Pose
@@ -155,10 +155,23 @@ def export_map(map_path: Path, out: Path) -> Path:
     return out
 
 
+MATCHERS = ("nn", "lightglue")
+
+
 def _match_pairs(scene: Scene, features: Path, pairs: list[tuple[str, str]], ratio: float,
-                 known_poses: bool, max_epipolar_error: float = 4.0):
-    """Match each pair; with known poses keep matches with Sampson error below the
-    threshold (geometric verification from the given poses, no RANSAC needed)."""
+                 known_poses: bool, max_epipolar_error: float = 4.0, matcher: str = "nn",
+                 feature_conf: FeatureConfig | None = None):
+    """Match each pair (``matcher``: ``nn`` mutual nearest neighbours with the ratio test, or
+    ``lightglue``, the learned matcher of ``feature_conf.name``'s descriptors); with known poses
+    keep matches with Sampson error below the threshold (geometric verification from the
+    given poses, no RANSAC needed)."""
+    if matcher not in MATCHERS:
+        raise PramlocError(f"unknown triangulation.matcher {matcher!r} (known: {', '.join(MATCHERS)})")
+    feature_conf = feature_conf or FeatureConfig()
+    if matcher == "lightglue":
+        from . import glue
+
+        glue.load(feature_conf.name)  # fails now, not after the first pair, without weights
     cache: dict[str, dict] = {}
 
     def feats(name):
@@ -171,7 +184,10 @@ def _match_pairs(scene: Scene, features: Path, pairs: list[tuple[str, str]], rat
     out = {}
     for a, b in track(pairs, desc="matching"):
         fa, fb = feats(a), feats(b)
-        m = match(fa["descriptors"], fb["descriptors"], ratio=ratio, mutual=True)[0]
+        if matcher == "lightglue":
+            m = glue.match_pair(feature_conf.name, fa, fb, device=feature_conf.device)
+        else:
+            m = match(fa["descriptors"], fb["descriptors"], ratio=ratio, mutual=True)[0]
         if known_poses and len(m):
             F = _fundamental(scene[a].camera, scene[a].pose, scene[b].camera, scene[b].pose)
             err = sampson_error(F, fa["keypoints"][m[:, 0]] + 0.5, fb["keypoints"][m[:, 1]] + 0.5)
@@ -180,8 +196,10 @@ def _match_pairs(scene: Scene, features: Path, pairs: list[tuple[str, str]], rat
     return out
 
 
-def triangulate(scene: Scene, features: Path, work_dir: Path, conf: TriangulationConfig) -> pycolmap.Reconstruction:
-    """Triangulate 3D points with the scene's known cameras and poses (kept fixed).
+def triangulate(scene: Scene, features: Path, work_dir: Path, conf: TriangulationConfig,
+                feature_conf: FeatureConfig | None = None) -> pycolmap.Reconstruction:
+    """Triangulate 3D points with the scene's known cameras and poses (kept fixed);
+    ``feature_conf``: the features' config (which learned matcher fits them).
 
     Returns the reconstruction; its ``points2D`` are the features file's keypoints
     (same order), so ``point2D_idx`` indexes the keypoints of that image.
@@ -194,7 +212,7 @@ def triangulate(scene: Scene, features: Path, work_dir: Path, conf: Triangulatio
     pairs = pairs_from_poses(scene, conf.num_pairs, conf.max_pair_distance, conf.min_overlap_angle)
     logger.info("Matching %d image pairs selected by pose.", len(pairs))
     matches = _match_pairs(scene, features, pairs, conf.ratio, known_poses=True,
-                           max_epipolar_error=conf.max_epipolar_error)
+                           max_epipolar_error=conf.max_epipolar_error, matcher=conf.matcher, feature_conf=feature_conf)
     rec = known_pose_model(scene.names, [im.camera for im in scene.images], [im.pose for im in scene.images],
                            [read_features(features, n)["keypoints"] for n in scene.names])
     db_path = work_dir / "database.db"
@@ -222,7 +240,7 @@ def triangulate(scene: Scene, features: Path, work_dir: Path, conf: Triangulatio
 
 
 def reconstruct(scene: Scene, features: Path, work_dir: Path, conf: TriangulationConfig,
-                seed: int = 0) -> pycolmap.Reconstruction:
+                seed: int = 0, feature_conf: FeatureConfig | None = None) -> pycolmap.Reconstruction:
     """Structure-from-motion from images alone (exhaustive pairs, incremental mapping
     seeded with ``seed``).
 
@@ -232,7 +250,8 @@ def reconstruct(scene: Scene, features: Path, work_dir: Path, conf: Triangulatio
     work_dir.mkdir(parents=True, exist_ok=True)
     pairs = exhaustive_pairs(scene.names)
     logger.info("Structure-from-motion: matching %d image pairs exhaustively.", len(pairs))
-    matches = _match_pairs(scene, features, pairs, conf.ratio, known_poses=False)
+    matches = _match_pairs(scene, features, pairs, conf.ratio, known_poses=False, matcher=conf.matcher,
+                           feature_conf=feature_conf)
     db_path = work_dir / "database.db"
     _write_database(db_path, scene, features, None)
     ids = {n: i for i, n in enumerate(scene.names, 1)}
