@@ -101,6 +101,8 @@ class FeatureConfig(StageConfig):
     max_keypoints: int | None = 2048  # strongest kept (null: all)
     root_sift: bool = True        # sift only
     device: str = "cpu"           # learned extractors: cpu | cuda | auto (cuda if available)
+    num_threads: int | None = None  # learned extractors on a CPU: torch threads (null: the cores idle when
+                                    # the network is loaded; oversubscribed cores make it many times slower)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 
 from .errors import PramlocError
 from .features.learned import device as torch_device
-from .features.learned import package_file, prepare
+from .features.learned import cpu_threads, package_file, prepare
 
 # extractor -> (module, pip name, weights inside the package)
 WEIGHTS = {
@@ -73,6 +73,7 @@ def match_pair(extractor: str, f0: dict, f1: dict, min_score: float = 0.1, devic
                 "descriptors": torch.as_tensor(f["descriptors"], dtype=torch.float32, device=dev)[None],
                 "image_size": torch.as_tensor(np.asarray(f["image_size"], np.float32), device=dev)[None]}
 
-    out = net({"image0": side(f0), "image1": side(f1)})
+    with cpu_threads(dev, None):
+        out = net({"image0": side(f0), "image1": side(f1)})
     m = out["matches"][0].long().cpu().numpy().reshape(-1, 2)
     return m[np.argsort(m[:, 0], kind="stable")]

