@@ -33,32 +33,36 @@ EXTRACTORS = ("sift", "xfeat", "disk")
 
 
 def run(scene: str, extractor: str, modes: list[str], train_minutes: float | None, device: str | None,
-        extra: list[str]) -> dict:
+        extra: list[str], variant: str = "") -> dict:
+    """Build and localize ``scene`` with ``extractor`` (+ ``extra`` overrides); ``variant``
+    names a non-default setting in the file names (``xfeat-1024kp``)."""
     overrides = [f"features.name={extractor}", *extra]
-    build = bench_build.run(scene, train_minutes, device, overrides, tag=f"_{extractor}", write=False)
-    loc = bench_localize.run(scene, modes, device, Path(build["map"]), tag=f"_{extractor}", write=False)
-    result = {**stamp(), "scene": scene, "extractor": extractor, "overrides": overrides,
-              "train_minutes": train_minutes, "build": build, "localize": loc}
+    tag = f"_{extractor}{'-' + variant if variant else ''}"
+    build = bench_build.run(scene, train_minutes, device, overrides, tag=tag, write=False)
+    loc = bench_localize.run(scene, modes, device, Path(build["map"]), tag=tag, write=False)
+    result = {**stamp(), "scene": scene, "extractor": extractor + (f" ({variant})" if variant else ""),
+              "overrides": overrides, "train_minutes": train_minutes, "build": build, "localize": loc}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"features_{scene}_{extractor}.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"features_{scene}{tag}.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--extractors", nargs="+", default=list(EXTRACTORS), choices=EXTRACTORS)
-    ap.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
+    ap.add_argument("--scenes", nargs="*", default=list(SCENES), choices=list(SCENES), help="none: only --night")
     ap.add_argument("--modes", nargs="+", default=["recognition", "retrieval", "auto"])
     ap.add_argument("--train-minutes", type=float, default=None, help="Recognizer budget (default: the preset's).")
     ap.add_argument("--device", default=None)
     ap.add_argument("--set", dest="extra", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
                     help="More build overrides (all extractors).")
+    ap.add_argument("--variant", default="", help="Name of the --set variant in the result files (e.g. 1024kp).")
     ap.add_argument("--night", action="store_true", help="Also the Sacre-Coeur night query (bench_night.py).")
     ap.add_argument("--rebuilds", type=int, default=5)
     a = ap.parse_args()
     for s in a.scenes:
         for x in a.extractors:
-            run(s, x, a.modes, a.train_minutes, a.device, a.extra)
+            run(s, x, a.modes, a.train_minutes, a.device, a.extra, a.variant)
     if a.night:
         import bench_night
 

@@ -59,3 +59,32 @@ def test_missing_package_is_named(monkeypatch):
 def test_no_lightglue_for_sift():
     with pytest.raises(PramlocError, match="no LightGlue weights for 'sift'"):
         glue.load("sift")
+
+
+def test_build_map_features_xfeat_and_localize(kitchen_root, kitchen_split, tmp_path):
+    """``build-map --features xfeat`` records the extractor; localize extracts with it."""
+    from click.testing import CliRunner
+
+    from pramloc import mapio
+    from pramloc.cli import main as cli
+    from pramloc.io import read_poses
+
+    def run(*args):
+        res = CliRunner().invoke(cli, ["-q", *[str(a) for a in args]])
+        assert res.exit_code == 0, res.output + repr(res.exception)
+        return res
+
+    assert "[disk|sift|xfeat]" in " ".join(run("build-map", "--help").output.split())
+    out = tmp_path / "kitchen_xfeat"
+    run("build-map", "--dataset", "7scenes", "--root", kitchen_root, "--split", kitchen_split, "--out", out,
+        "--features", "xfeat", "--set", "triangulation.num_pairs=5", "--set", "landmarks.num_landmarks=8",
+        "--set", "landmarks.min_points_per_landmark=10", "--no-train")
+    m = mapio.load_map(out)
+    assert m.manifest["feature"]["name"] == "xfeat" and m.manifest["descriptor"]["dim"] == 64
+    assert m.descriptors.shape[1] == 64 and (m.descriptors < 0).any() and len(m.xyz) > 500
+    queries = tmp_path / "q.txt"
+    queries.write_text(f"{frame(3)}\n{frame(9)}\n")
+    results = tmp_path / "r.txt"
+    run("localize", out, "--dataset", "7scenes", "--root", kitchen_root, "--queries", queries, "--mode", "retrieval",
+        "--out", results)
+    assert len(read_poses(results)) == 2
