@@ -129,7 +129,9 @@ def info(map_path):
     man = m.manifest
     click.echo(f"map {map_path} (format {man['format_version']}, pramloc {man.get('pramloc_version')}, {man.get('created')})")
     click.echo(f"source: {man.get('source', {}).get('kind')} {man.get('source', {}).get('root')}")
-    click.echo(f"features: {man['feature']['name']} (max side {man['feature'].get('max_side')})")
+    d = man.get("descriptor", {"dim": 128, "signed": False, "storage": "uint8"})  # maps before issue 12: RootSIFT
+    click.echo(f"features: {man['feature']['name']} (max side {man['feature'].get('max_side')}; descriptors "
+               f"{d['dim']}-D, {'signed' if d['signed'] else 'non-negative'}, stored {d['storage']})")
     c = man["counts"]
     click.echo(f"images {c['images']}, points {c['points']}, landmarks {c['landmarks']}, observations {c['observations']}")
     per = np.bincount(m.point_landmark, minlength=m.num_landmarks)
