@@ -41,18 +41,21 @@ def hloc_style_size(cache: Path) -> dict:
             "bytes": n * 2 * (2 + 128 + 1) + dir_size(model)}
 
 
-def run(scene: str, train_minutes: float | None, device: str | None) -> dict:
+def run(scene: str, train_minutes: float | None, device: str | None, overrides: list[str] | None = None,
+        tag: str = "", write: bool = True) -> dict:
+    """Build ``scene``'s map cold (``overrides``: ``section.key=value`` on its preset) into
+    bench/out/maps/<scene><tag>; write bench/results/build_<scene>.json when ``write``."""
     from pramloc import build, mapio
     from pramloc.build import cache_dir
     from pramloc.config import load_config
     from pramloc.datasets import load_dataset
 
     kind, root, db, _, preset = SCENES[scene]
-    conf = load_config(preset)
+    conf = load_config(preset, list(overrides or []))
     train = train_minutes != 0
     if train_minutes:
-        conf["recognizer"]["train_minutes"] = train_minutes
-    out = OUT / "maps" / scene
+        conf.recognizer.train_minutes = train_minutes
+    out = OUT / "maps" / f"{scene}{tag}"
     # Cold build: no cached features or model.
     import shutil
 
@@ -70,10 +73,12 @@ def run(scene: str, train_minutes: float | None, device: str | None) -> dict:
         "localization_bytes": parts["map.h5"], "hloc_style": hloc,
         "localization_share_of_hloc": round(parts["map.h5"] / hloc["bytes"], 4),
         "total_share_of_hloc": round(sum(parts.values()) / hloc["bytes"], 4),
-        "recognizer": manifest.get("recognizer"),
+        "recognizer": manifest.get("recognizer"), "feature": manifest["feature"], "descriptor": manifest["descriptor"],
+        "overrides": list(overrides or []), "map": str(out),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"build_{scene}.json").write_text(json.dumps(result, indent=2))
+    if write:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"build_{scene}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps({k: result[k] for k in ("scene", "wall_s", "timings", "peak_memory_mb", "counts",
                                              "map_total_bytes", "localization_share_of_hloc")}, indent=1))
     return result

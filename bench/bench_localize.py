@@ -41,14 +41,14 @@ def stage_stats(logs: list[dict]) -> dict:
 POSITIVE_DISTANCE = {"7scenes-interleaved": 0.5, "7scenes-block": 0.5, "strecha": 3.0}
 
 
-def retrieval_recall(scene: str, logs: list[dict], map_dir: Path) -> dict:
+def retrieval_recall(scene: str, logs: list[dict], map_dir: Path, queries=None) -> dict:
     """VLAD recall@1/5/10 of the fallback from the map images it retrieved per query."""
     from pramloc.datasets import load_dataset
     from pramloc.evaluate import retrieval_recall as recall
     from pramloc.mapio import load_map
 
     kind, root, _, qsplit, _ = SCENES[scene]
-    gt = {im.name: im.pose for im in load_dataset(kind, root, qsplit).images}
+    gt = {im.name: im.pose for im in (queries or load_dataset(kind, root, qsplit)).images}
     m = load_map(map_dir)
     d = POSITIVE_DISTANCE.get(scene, 0.5)
     retrieved = {r["name"]: r["retrieved"] for r in logs}
@@ -56,7 +56,11 @@ def retrieval_recall(scene: str, logs: list[dict], map_dir: Path) -> dict:
             "max_distance": d, "max_angle": 30.0}
 
 
-def run(scene: str, modes: list[str], device: str | None, map_dir: Path | None = None) -> dict:
+def run(scene: str, modes: list[str], device: str | None, map_dir: Path | None = None, tag: str = "",
+        write: bool = True, queries=None) -> dict:
+    """Localize ``scene``'s queries (or the :class:`Scene` ``queries``, e.g. degraded copies)
+    against ``map_dir`` in each mode; results files bench/out/results/<scene><tag>_<mode>.txt,
+    bench/results/localize_<scene>.json when ``write``."""
     import torch
 
     from pramloc.datasets import load_dataset
@@ -65,7 +69,7 @@ def run(scene: str, modes: list[str], device: str | None, map_dir: Path | None =
 
     kind, root, _, qsplit, _ = SCENES[scene]
     map_dir = map_dir or OUT / "maps" / scene
-    queries = load_dataset(kind, root, qsplit)
+    queries = queries or load_dataset(kind, root, qsplit)
     gt = {im.name: im.pose for im in queries.images}
     locs = {m: Localizer(map_dir, m, device=device) for m in modes}
     # Warm-up (first calls pay for lazy initialisation), not timed.
@@ -89,8 +93,8 @@ def run(scene: str, modes: list[str], device: str | None, map_dir: Path | None =
     for m in modes:
         from pramloc.io import write_poses
 
-        write_poses(OUT / "results" / f"{scene}_{m}.txt", results[m])
-        with open(OUT / "results" / f"{scene}_{m}_log.jsonl", "w") as f:
+        write_poses(OUT / "results" / f"{scene}{tag}_{m}.txt", results[m])
+        with open(OUT / "results" / f"{scene}{tag}_{m}_log.jsonl", "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in logs[m])
         ev = evaluate(results[m], gt)
         paths = {p: sum(r["path"] == p for r in logs[m]) for p in ("recognition", "retrieval", "failed")}
@@ -101,7 +105,7 @@ def run(scene: str, modes: list[str], device: str | None, map_dir: Path | None =
             "failed": len(ev["missing"]), "paths": paths, "time": stage_stats(logs[m]),
         }
     if "retrieval" in modes:
-        report["retrieval_recall"] = retrieval_recall(scene, logs["retrieval"], map_dir)
+        report["retrieval_recall"] = retrieval_recall(scene, logs["retrieval"], map_dir, queries)
     if "recognition" in modes and "retrieval" in modes:
         t = report["modes"]
         report["speedup_recognition_vs_retrieval"] = {
@@ -109,11 +113,12 @@ def run(scene: str, modes: list[str], device: str | None, map_dir: Path | None =
             "without_features": round(t["retrieval"]["time"]["total_without_features"]["median_ms"]
                                       / t["recognition"]["time"]["total_without_features"]["median_ms"], 2),
         }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"localize_{scene}.json").write_text(json.dumps(report, indent=2))
+    if write:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"localize_{scene}.json").write_text(json.dumps(report, indent=2))
     for m in modes:
         r = report["modes"][m]
-        print(f"{scene:22s} {m:12s} {r['recall']} median {r['median_translation_cm']} cm "
+        print(f"{scene + tag:22s} {m:12s} {r['recall']} median {r['median_translation_cm']} cm "
               f"{r['median_rotation_deg']} deg, failed {r['failed']}, paths {r['paths']}, "
               f"total {r['time']['total']['median_ms']} ms (p90 {r['time']['total']['p90_ms']}), "
               f"w/o features {r['time']['total_without_features']['median_ms']} ms")

@@ -133,6 +133,61 @@ def soak_table(soaks):
     return lines
 
 
+THRESHOLDS = "5cm,5° | 25cm,2° | 50cm,5° | 5m,10°"
+
+
+def _recall_cells(m: dict) -> str:
+    return " | ".join(f"{100 * v:.1f}%" for v in m["recall"].values())
+
+
+def features_table(feats):
+    """Each extractor's map and localization (bench/bench_features.py), same run per scene."""
+    lines = head("Local features (bench/bench_features.py: every extractor on every scene, one run)",
+                 f"scene | features | mode | {THRESHOLDS} | median cm | failed | features ms | recognition ms | "
+                 "matching ms | PnP+refinement ms | total ms (median / p90) | map MB (map.h5 + recognizer) | bytes per "
+                 "point descriptor | points | build s (features / triangulation / recognizer, budget min) | run")
+    for key, r in feats.items():
+        b, loc = r["build"], r["localize"]
+        t_b = b["timings"]
+        desc = b.get("descriptor", {})
+        for mode, m in loc["modes"].items():
+            t = m["time"]
+            lines.append(
+                f"| {r['scene']} | {r['extractor']} | {mode} | {_recall_cells(m)} | {m['median_translation_cm']:.2f} | "
+                f"{m['failed']}/{loc['queries']} | {t['features']['median_ms']:.0f} | {t['recognition']['median_ms']:.0f} | "
+                f"{t['matching']['median_ms']:.0f} | {t['pnp']['median_ms'] + t['refinement']['median_ms']:.0f} | "
+                f"{t['total']['median_ms']:.0f} / {t['total']['p90_ms']:.0f} | {mb(b['map_total_bytes'])} | "
+                f"{desc.get('dim', 128) * (2 if desc.get('storage') == 'float16' else 1)} | {b['counts']['points']} | "
+                f"{b['wall_s']:.0f} ({t_b.get('features', 0):.0f} / {t_b.get('triangulation', t_b.get('sfm', 0)):.0f} / "
+                f"{t_b.get('recognizer', 0):.0f}, {r.get('train_minutes') or 'preset'}) | {r['date']}, {r['commit']} |")
+    return lines
+
+
+def degraded_table(degs):
+    """7-Scenes interleaved queries degraded (bench/bench_degraded.py), every extractor in one run."""
+    lines = head("Degraded queries (bench/bench_degraded.py: 7-Scenes interleaved, dark gamma 2.5 / Gaussian noise "
+                 "sigma 8 / 7 px motion blur, seed 0)",
+                 f"degradation | features | mode | {THRESHOLDS} | median cm | failed | features ms | total ms (median)")
+    kinds = sorted({k for r in degs.values() for k in r["degradations"]})
+    for kind in kinds:
+        for x, r in degs.items():
+            for mode, m in r["degradations"].get(kind, {}).items():
+                lines.append(f"| {kind} | {x} | {mode} | {_recall_cells(m)} | {m['median_translation_cm']:.2f} | "
+                             f"{m['failed']} | {m['time']['features']['median_ms']:.0f} | "
+                             f"{m['time']['total']['median_ms']:.0f} |")
+    return lines
+
+
+def night_table(nights):
+    """The Sacre-Coeur night query per extractor (bench/bench_features.py --night)."""
+    lines = head("Night query per extractor (bench/bench_night.py via bench_features.py --night)",
+                 "features | correct / rebuilds | inliers per rebuild | registered images per rebuild")
+    for x, r in nights.items():
+        lines.append(f"| {x} | {r['correct']}/{r['rebuilds']} | {' '.join(str(v['inliers']) for v in r['runs'])} | "
+                     f"{' '.join(str(v['registered_images']) for v in r['runs'])} |")
+    return lines
+
+
 def main() -> Path:
     builds, recs, locs, soaks = _load("build"), _load("recognition"), _load("localize"), _load("soak")
     fails, exh = _load("failures"), _load("exhaustive")
@@ -152,6 +207,14 @@ def main() -> Path:
         lines += failures_table(fails) + [""]
     if soaks:
         lines += soak_table(soaks) + [""]
+    feats, degs = _load("features"), _load("degraded")
+    nights = {k: v for k, v in _load("night").items() if k in ("sift", "xfeat", "disk")}
+    if feats:
+        lines += features_table(feats) + [""]
+    if degs:
+        lines += degraded_table(degs) + [""]
+    if nights:
+        lines += night_table(nights) + [""]
     lines.append(END)
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n" + BEGIN + "\n" + END + "\n"
     head, _, rest = text.partition(BEGIN)

@@ -21,6 +21,7 @@ from . import features as features_mod
 from .config import PipelineConfig
 from .datasets import Scene
 from .errors import PramlocError
+from .features.base import LEGACY_ROOTSIFT, DescriptorSpec
 from .geometry import Camera, Pose
 from .io import read_features
 from .timing import peak_memory_mb, timed
@@ -46,8 +47,10 @@ def _scene_from_sfm(scene: Scene, rec: pycolmap.Reconstruction) -> Scene:
     return Scene(scene.image_dir, images, dict(scene.source))
 
 
-def assemble(scene: Scene, seg: landmarks.LandmarkSegmentation, feats: list[dict]) -> mapio.LandmarkMap:
-    """Kept points sorted by landmark + per-image observations (with their pixels) -> LandmarkMap."""
+def assemble(scene: Scene, seg: landmarks.LandmarkSegmentation, feats: list[dict],
+             spec: DescriptorSpec = LEGACY_ROOTSIFT) -> mapio.LandmarkMap:
+    """Kept points sorted by landmark + per-image observations (with their pixels) -> LandmarkMap
+    (descriptors as the extractor's ``spec`` declares)."""
     kept = seg.tracks.subset(seg.keep)
     lm = seg.landmark[seg.keep]
     order = np.argsort(lm, kind="stable")
@@ -70,6 +73,7 @@ def assemble(scene: Scene, seg: landmarks.LandmarkSegmentation, feats: list[dict
         image_points=obs_pt,
         image_keypoints=kp_xy.astype(np.float32),
         landmark_centers=seg.centers,
+        descriptor_spec=spec,
     )
     return m
 
@@ -117,9 +121,11 @@ def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False,
         else:
             work = cache / "work"
             if use_sfm:
-                rec = sfm.reconstruct(scene, feat_path, work, conf.triangulation, seed=conf.landmarks.seed, workers=workers)
+                rec = sfm.reconstruct(scene, feat_path, work, conf.triangulation, seed=conf.landmarks.seed,
+                                      feature_conf=conf.features, workers=workers)
             else:
-                rec = sfm.triangulate(scene, feat_path, work, conf.triangulation, workers=workers)
+                rec = sfm.triangulate(scene, feat_path, work, conf.triangulation, feature_conf=conf.features,
+                                      workers=workers)
             tmp = cache / f".tmp-{sfm_key}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
@@ -139,7 +145,7 @@ def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False,
     feats = [read_features(feat_path, n) for n in scene.names]
     with timed(times, "landmarks"):
         seg = landmarks.build(rec, scene.names, [f["descriptors"] for f in feats], conf.landmarks.to_dict())
-        m = assemble(scene, seg, feats)
+        m = assemble(scene, seg, feats, features_mod.descriptor_spec(conf.features.name))
     stats["landmarks"] = seg.stats
 
     with timed(times, "retrieval"):
@@ -149,6 +155,7 @@ def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False,
     try:
         mapio.write_map_data(m, staging)
         extra = {"config": conf.to_dict(), "source": scene.source, "feature": fconf,
+                 "descriptor": json.loads(m.descriptor_spec.to_json()),
                  "retrieval": {"method": conf.retrieval.method}, "stats": stats}
         if train:
             with timed(times, "recognizer"):
@@ -159,7 +166,7 @@ def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False,
                                                   [im.camera for im in scene.images], [im.pose for im in scene.images])
                 extra["recognizer"] = train_mod.main(
                     conf.recognizer, supervision.training_images(feats, scene.names, sup),
-                    m.num_landmarks, staging / mapio.RECOGNIZER, device=device)
+                    m.num_landmarks, staging / mapio.RECOGNIZER, device=device, descriptor_spec=m.descriptor_spec)
         extra.update(timings={k: round(v, 3) for k, v in times.items()}, peak_memory_mb=peak_memory_mb())
         manifest = mapio.write_manifest(staging, m, extra)
         mapio.commit(staging, out, overwrite)

@@ -17,6 +17,20 @@ from .errors import PramlocError
 DATASETS = click.Choice(datasets.names())  # layouts registered in pramloc/datasets/
 
 
+class _Extractors(click.Choice):
+    """The extractors registered in pramloc/features/, listed only when needed (importing
+    them loads OpenCV and torch, which most commands' start-up does not need)."""
+
+    def __init__(self):
+        self.case_sensitive = True
+
+    @property
+    def choices(self):
+        from . import features
+
+        return tuple(features.names())
+
+
 def handle_errors(func):
     """Turn :class:`PramlocError` (and unreadable-file errors) into one line and exit 2."""
 
@@ -63,6 +77,8 @@ IMAGES_PRESET = "outdoor"  # --images (with or without --colmap); a --dataset la
 @click.option("--out", type=click.Path(path_type=Path), help="Map folder (default: maps/NAME).")
 @click.option("--config", "preset", default=None, help="Preset (indoor, outdoor) or a YAML file.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a config value.")
+@click.option("--features", "feature_name", type=_Extractors(), default=None,
+              help="Local features (same as --set features.name=NAME; xfeat, disk need pramloc[learned]; default: sift).")
 @click.option("--train-minutes", type=float,
               help=f"Time budget of recognizer training, minutes (default: {RecognizerConfig().train_minutes:g}).")
 @click.option("--no-train", is_flag=True, help="Skip recognizer training.")
@@ -75,8 +91,8 @@ IMAGES_PRESET = "outdoor"  # --images (with or without --colmap); a --dataset la
               help="Extract and match on a Ray cluster at ADDRESS (bare --ray: a local one; the images and the "
                    "cache folder on storage the cluster shares); needs pip install 'pramloc[ray]'.")
 @handle_errors
-def build_map(dataset, root, images, colmap_model, split, out, preset, overrides, train_minutes, no_train, device, overwrite,
-              workers, ray_address):
+def build_map(dataset, root, images, colmap_model, split, out, preset, overrides, feature_name, train_minutes, no_train,
+              device, overwrite, workers, ray_address):
     """Build a landmark map from images (+ known poses, or structure-from-motion)."""
     from . import build
     from .config import load_config
@@ -90,7 +106,7 @@ def build_map(dataset, root, images, colmap_model, split, out, preset, overrides
         name = Path(images).resolve().name if Path(images).resolve().name != "images" else Path(images).resolve().parent.name
     else:
         raise PramlocError("give --dataset with --root, or --images (with --colmap for known poses)")
-    conf = load_config(preset or default_preset, list(overrides))
+    conf = load_config(preset or default_preset, ([f"features.name={feature_name}"] if feature_name else []) + list(overrides))
     if train_minutes is not None:
         conf.recognizer.train_minutes = train_minutes
     out = out or Path("maps") / name
@@ -123,7 +139,9 @@ def info(map_path):
     man = m.manifest
     click.echo(f"map {map_path} (format {man['format_version']}, pramloc {man.get('pramloc_version')}, {man.get('created')})")
     click.echo(f"source: {man.get('source', {}).get('kind')} {man.get('source', {}).get('root')}")
-    click.echo(f"features: {man['feature']['name']} (max side {man['feature'].get('max_side')})")
+    d = man.get("descriptor", {"dim": 128, "signed": False, "storage": "uint8"})  # maps before issue 12: RootSIFT
+    click.echo(f"features: {man['feature']['name']} (max side {man['feature'].get('max_side')}; descriptors "
+               f"{d['dim']}-D, {'signed' if d['signed'] else 'non-negative'}, stored {d['storage']})")
     c = man["counts"]
     click.echo(f"images {c['images']}, points {c['points']}, landmarks {c['landmarks']}, observations {c['observations']}")
     per = np.bincount(m.point_landmark, minlength=m.num_landmarks)

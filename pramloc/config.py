@@ -96,10 +96,13 @@ def _type_name(hint) -> str:
 class FeatureConfig(StageConfig):
     """Local features (``pramloc/features/``)."""
 
-    name: str = "sift"            # registry name (pramloc/features/)
+    name: str = "sift"            # extractor: sift | xfeat | disk (pramloc/features/; xfeat, disk: pramloc[learned])
     max_side: int | None = 640    # images are resized so that max(W, H) <= max_side (null: never)
     max_keypoints: int | None = 2048  # strongest kept (null: all)
-    root_sift: bool = True
+    root_sift: bool = True        # sift only
+    device: str = "cpu"           # learned extractors: cpu | cuda | auto (cuda if available)
+    num_threads: int | None = None  # learned extractors on a CPU: torch threads (null: the cores idle when
+                                    # the network is loaded; oversubscribed cores make it many times slower)
 
 
 @dataclass
@@ -109,7 +112,10 @@ class TriangulationConfig(StageConfig):
     num_pairs: int = 20                      # map images matched per image (nearest by pose, known poses)
     max_pair_distance: float | None = 3.0    # metres between camera centres for a pair (null: any)
     min_overlap_angle: float = 60.0          # degrees between viewing directions for a pair
-    ratio: float = 0.9                       # ratio test of the pairwise matching
+    ratio: float = 0.9                       # ratio test of the pairwise matching (matcher nn)
+    matcher: str = "nn"                      # pair matching: nn (mutual nearest neighbours, ratio test) |
+                                             # lightglue (the extractor's LightGlue: xfeat, disk; seconds per
+                                             # pair on a CPU, see docs/BENCHMARKS.md)
     max_epipolar_error: float = 4.0          # px, Sampson distance to the known-pose epipolar line
     max_reproj_error: float = 4.0            # px
     min_tri_angle: float = 1.5               # degrees

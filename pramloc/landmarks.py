@@ -116,7 +116,9 @@ def representative_descriptors(tracks: Tracks, descriptors: list[np.ndarray]) ->
         if len(d) <= 2:
             out[p] = d[0]
         else:
-            out[p] = d[np.argmax((d @ d.T).sum(1))]  # unit-norm: max similarity = min distance
+            # argmin_i sum_j |d_i - d_j|^2 = argmax_i (d_i . sum_j d_j - n |d_i|^2 / 2): any descriptor
+            # (for unit-norm ones the largest summed similarity)
+            out[p] = d[np.argmax((d @ d.T).sum(1) - 0.5 * len(d) * (d * d).sum(1))]
     return out
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pycolmap
 
 from . import logger
-from .config import TriangulationConfig
+from .config import FeatureConfig, TriangulationConfig
 from .datasets import Scene
 from .errors import PramlocError
 from .geometry import Camera, Pose
@@ -155,6 +155,9 @@ def export_map(map_path: Path, out: Path) -> Path:
     return out
 
 
+MATCHERS = ("nn", "lightglue")
+
+
 def _cached_features(cache: dict, features: Path, name: str) -> dict:
     if name not in cache:
         if len(cache) > 64:
@@ -163,13 +166,18 @@ def _cached_features(cache: dict, features: Path, name: str) -> dict:
     return cache[name]
 
 
-def _match_pair(features: Path, ratio: float, max_epipolar_error: float, cache: dict,
-                pair: tuple[str, str, np.ndarray | None]) -> np.ndarray:
+def _match_pair(features: Path, ratio: float, max_epipolar_error: float, matcher: str, feature_conf: FeatureConfig,
+                cache: dict, pair: tuple[str, str, np.ndarray | None]) -> np.ndarray:
     """Matches of one pair (a, b, F or None) of :func:`_match_pairs` (on a worker whose
     ``cache`` keeps recently read features)."""
     a, b, F = pair
     fa, fb = _cached_features(cache, features, a), _cached_features(cache, features, b)
-    m = match(fa["descriptors"], fb["descriptors"], ratio=ratio, mutual=True)[0]
+    if matcher == "lightglue":
+        from . import glue
+
+        m = glue.match_pair(feature_conf.name, fa, fb, device=feature_conf.device)
+    else:
+        m = match(fa["descriptors"], fb["descriptors"], ratio=ratio, mutual=True)[0]
     if F is not None and len(m):
         err = sampson_error(F, fa["keypoints"][m[:, 0]] + 0.5, fb["keypoints"][m[:, 1]] + 0.5)
         m = m[err < max_epipolar_error ** 2]
@@ -177,24 +185,35 @@ def _match_pair(features: Path, ratio: float, max_epipolar_error: float, cache: 
 
 
 def _match_pairs(scene: Scene, features: Path, pairs: list[tuple[str, str]], ratio: float,
-                 known_poses: bool, max_epipolar_error: float = 4.0, workers: int = 1):
-    """Match each pair (on ``workers`` processes, :mod:`pramloc.parallel`); with known poses
-    keep matches with Sampson error below the threshold (geometric verification from the
-    given poses, no RANSAC needed)."""
+                 known_poses: bool, max_epipolar_error: float = 4.0, matcher: str = "nn",
+                 feature_conf: FeatureConfig | None = None, workers: int = 1):
+    """Match each pair (``matcher``: ``nn`` mutual nearest neighbours with the ratio test, or
+    ``lightglue``, the learned matcher of ``feature_conf.name``'s descriptors) on ``workers``
+    processes (:mod:`pramloc.parallel`); with known poses keep matches with Sampson error
+    below the threshold (geometric verification from the given poses, no RANSAC needed)."""
     import functools
 
     from .parallel import map_ordered
 
+    if matcher not in MATCHERS:
+        raise PramlocError(f"unknown triangulation.matcher {matcher!r} (known: {', '.join(MATCHERS)})")
+    feature_conf = feature_conf or FeatureConfig()
+    if matcher == "lightglue":
+        from . import glue
+
+        glue.load(feature_conf.name)  # fails now, not after the first pair, without weights
     items = [(a, b, _fundamental(scene[a].camera, scene[a].pose, scene[b].camera, scene[b].pose)
               if known_poses else None) for a, b in pairs]
-    call = functools.partial(_match_pair, Path(features), ratio, max_epipolar_error)
+    call = functools.partial(_match_pair, Path(features), ratio, max_epipolar_error, matcher, feature_conf)
     return {(a, b): m for (a, b), m in zip(pairs, track(map_ordered(dict, call, items, workers=workers),
                                                         desc="matching", total=len(pairs)))}
 
 
 def triangulate(scene: Scene, features: Path, work_dir: Path, conf: TriangulationConfig,
-                workers: int = 1) -> pycolmap.Reconstruction:
-    """Triangulate 3D points with the scene's known cameras and poses (kept fixed).
+                feature_conf: FeatureConfig | None = None, workers: int = 1) -> pycolmap.Reconstruction:
+    """Triangulate 3D points with the scene's known cameras and poses (kept fixed);
+    ``feature_conf``: the features' config (which learned matcher fits them); ``workers``:
+    processes for pair matching.
 
     Returns the reconstruction; its ``points2D`` are the features file's keypoints
     (same order), so ``point2D_idx`` indexes the keypoints of that image.
@@ -207,7 +226,8 @@ def triangulate(scene: Scene, features: Path, work_dir: Path, conf: Triangulatio
     pairs = pairs_from_poses(scene, conf.num_pairs, conf.max_pair_distance, conf.min_overlap_angle)
     logger.info("Matching %d image pairs selected by pose.", len(pairs))
     matches = _match_pairs(scene, features, pairs, conf.ratio, known_poses=True,
-                           max_epipolar_error=conf.max_epipolar_error, workers=workers)
+                           max_epipolar_error=conf.max_epipolar_error, matcher=conf.matcher, feature_conf=feature_conf,
+                           workers=workers)
     rec = known_pose_model(scene.names, [im.camera for im in scene.images], [im.pose for im in scene.images],
                            [read_features(features, n)["keypoints"] for n in scene.names])
     db_path = work_dir / "database.db"
@@ -235,7 +255,7 @@ def triangulate(scene: Scene, features: Path, work_dir: Path, conf: Triangulatio
 
 
 def reconstruct(scene: Scene, features: Path, work_dir: Path, conf: TriangulationConfig,
-                seed: int = 0, workers: int = 1) -> pycolmap.Reconstruction:
+                seed: int = 0, feature_conf: FeatureConfig | None = None, workers: int = 1) -> pycolmap.Reconstruction:
     """Structure-from-motion from images alone (exhaustive pairs, incremental mapping
     seeded with ``seed``).
 
@@ -245,7 +265,8 @@ def reconstruct(scene: Scene, features: Path, work_dir: Path, conf: Triangulatio
     work_dir.mkdir(parents=True, exist_ok=True)
     pairs = exhaustive_pairs(scene.names)
     logger.info("Structure-from-motion: matching %d image pairs exhaustively.", len(pairs))
-    matches = _match_pairs(scene, features, pairs, conf.ratio, known_poses=False, workers=workers)
+    matches = _match_pairs(scene, features, pairs, conf.ratio, known_poses=False, matcher=conf.matcher,
+                           feature_conf=feature_conf, workers=workers)
     db_path = work_dir / "database.db"
     _write_database(db_path, scene, features, None)
     ids = {n: i for i, n in enumerate(scene.names, 1)}

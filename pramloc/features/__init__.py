@@ -1,16 +1,26 @@
-"""Local feature extraction. A registry maps a name to an extractor module; each module
-defines ``extract(image_gray, conf) -> dict`` on a float32 image in [0, 255] of shape
-(H, W), ``conf`` a :class:`~pramloc.config.FeatureConfig` (the only copy of the defaults).
-Adding an extractor = one small module + one registry line.
+"""Local feature extraction. Each module of this package registers one extractor:
 
-Outputs (hloc layout, see :mod:`pramloc.io`): ``keypoints`` (N, 2) in pixels of the
-*original* image, ``descriptors`` (N, D) float32, ``scores`` (N,), ``image_size`` (W, H).
+    SPEC = DescriptorSpec(dim=64, signed=True, norm="l2", storage="int8", scale=254)
+
+    @register("name", SPEC)
+    def extract(image: np.ndarray, conf: FeatureConfig) -> Features: ...
+
+``extract`` takes a float32 grayscale image (H, W) in [0, 255], ``conf`` a
+:class:`~pramloc.config.FeatureConfig` (the only copy of the defaults), and returns a
+:class:`~.base.Features` (keypoints (N, 2), scores (N,), descriptors (N, D) as ``SPEC``
+declares). The registry finds the modules itself: adding an extractor is one module plus
+its test (see docs/ARCHITECTURE.md). Storage, augmentation and matching read ``SPEC``.
+
+:func:`extract_image` checks the result against the declaration and returns the hloc
+layout (see :mod:`pramloc.io`): ``keypoints`` (N, 2) in pixels of the *original* image,
+``descriptors`` (N, D) float32, ``scores`` (N,), ``image_size`` (W, H).
 """
 
 from __future__ import annotations
 
-import importlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -19,14 +29,45 @@ from .. import logger
 from ..config import FeatureConfig
 from ..errors import PramlocError
 from ..progress import track
+from ..registry import Registry
+from .base import LEGACY_ROOTSIFT, DescriptorSpec, Features
 
-REGISTRY = {"sift": "pramloc.features.sift"}
+
+@dataclass(frozen=True)
+class Extractor:
+    """A registered extractor: its name, descriptor declaration and extraction function."""
+
+    name: str
+    spec: DescriptorSpec
+    extract: Callable[[np.ndarray, FeatureConfig], Features]
 
 
-def get_extractor(name: str):
-    if name not in REGISTRY:
-        raise PramlocError(f"unknown feature extractor {name!r} (known: {', '.join(REGISTRY)})")
-    return importlib.import_module(REGISTRY[name])
+EXTRACTORS: Registry[Extractor] = Registry("pramloc.features", "feature extractor")
+
+
+def register(name: str, spec: DescriptorSpec):
+    """Decorator of a module's ``extract(image, conf) -> Features``: make it available as ``name``."""
+
+    def deco(fn: Callable[[np.ndarray, FeatureConfig], Features]):
+        EXTRACTORS.add(name, Extractor(name, spec, fn))
+        return fn
+
+    return deco
+
+
+def get_extractor(name: str) -> Extractor:
+    """The extractor registered as ``name`` (a :class:`PramlocError` lists the known ones)."""
+    return EXTRACTORS.get(name)
+
+
+def names() -> list[str]:
+    """Names of the registered extractors (the choices of ``build-map --features``)."""
+    return EXTRACTORS.names()
+
+
+def descriptor_spec(name: str | None) -> DescriptorSpec:
+    """The declaration of extractor ``name`` (``None``: RootSIFT of maps that predate it)."""
+    return LEGACY_ROOTSIFT if name is None else get_extractor(name).spec
 
 
 def _read_bytes(path: Path) -> np.ndarray:
@@ -148,15 +189,19 @@ def extract_image(image: np.ndarray, conf: FeatureConfig | dict, image_size: tup
     # resizing the full image.
     small, _ = resize_max_side(image, conf.max_side)
     sh, sw = small.shape[:2]
-    pred = get_extractor(conf.name).extract(small.astype(np.float32), conf)
-    kp = pred["keypoints"].astype(np.float32)
+    extractor = get_extractor(conf.name)
+    pred = extractor.extract(small.astype(np.float32), conf)
+    if not isinstance(pred, Features):
+        raise PramlocError(f"extractor {conf.name!r} returned {type(pred).__name__}, expected Features")
+    extractor.spec.check(pred.descriptors, what=f"extractor {conf.name!r}")
+    kp = pred.keypoints
     if len(kp):
         # hloc convention: pixel centres at integer coordinates in both frames.
         kp = (kp + 0.5) * np.array([W / sw, H / sh], dtype=np.float32) - 0.5
     return {
         "keypoints": kp.reshape(-1, 2),
-        "descriptors": pred["descriptors"].astype(np.float32),
-        "scores": pred["scores"].astype(np.float32),
+        "descriptors": pred.descriptors,
+        "scores": pred.scores,
         "image_size": np.array([W, H], dtype=np.int32),
     }
 

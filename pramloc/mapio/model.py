@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PramlocError
+from ..features.base import LEGACY_ROOTSIFT, DescriptorSpec
 from ..geometry import Camera, Pose
 
 RECOGNIZER = "recognizer.pt"  # the map folder's parts besides map.h5 and manifest.json
@@ -20,8 +21,9 @@ class LandmarkMap:
     Points are sorted by landmark: landmark ``l`` owns points
     ``landmark_offsets[l]:landmark_offsets[l + 1]``.
 
-    - ``xyz`` (P, 3) float32 world coordinates; ``descriptors`` (P, D) float32 unit-norm
-      (stored as uint8); ``point_landmark`` (P,) int64; ``color`` (P, 3) uint8.
+    - ``xyz`` (P, 3) float32 world coordinates; ``descriptors`` (P, D) float32 as
+      ``descriptor_spec`` declares (the extractor's; it also says how they are stored);
+      ``point_landmark`` (P,) int64; ``color`` (P, 3) uint8.
     - ``image_names`` (M,), ``cameras`` (M,) :class:`Camera`, ``poses`` (M,) :class:`Pose`
       world-to-camera; ``image_offsets`` (M + 1,) and ``image_points`` (O,): map image ``i``
       observes points ``image_points[image_offsets[i]:image_offsets[i + 1]]``, at the
@@ -43,6 +45,7 @@ class LandmarkMap:
     image_keypoints: np.ndarray
     landmark_centers: np.ndarray
     retrieval: dict[str, np.ndarray] = field(default_factory=dict)
+    descriptor_spec: DescriptorSpec = LEGACY_ROOTSIFT
     manifest: dict = field(default_factory=dict)
     path: Path | None = None
     tracks: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)

@@ -1,6 +1,8 @@
 """The HDF5 schema of ``map.h5``: groups ``points``, ``images``, ``landmarks``, ``retrieval``.
 
-- ``points/xyz`` (P, 3) float32, ``points/descriptors`` (P, D) uint8 (:func:`quantize_descriptors`),
+- ``points/xyz`` (P, 3) float32, ``points/descriptors`` (P, D) quantised as the extractor's
+  :class:`~pramloc.features.base.DescriptorSpec` declares (uint8, int8 or float16; the spec is
+  the dataset's ``spec`` attribute, JSON; without it: RootSIFT uint8 x 512),
   ``points/landmark`` (P,) uint8/uint16, ``points/color`` (P, 3) uint8;
 - ``images/names``, ``images/cameras`` (strings), ``images/qvec`` (M, 4), ``images/tvec``
   (M, 3) world-to-camera, ``images/offsets`` (M + 1,), ``images/points`` (O,) uint16/uint32
@@ -22,29 +24,31 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import PramlocError
+from ..features.base import LEGACY_ROOTSIFT, DescriptorSpec
 from ..geometry import Camera, Pose
 from .model import LandmarkMap
 
 MAP_H5 = "map.h5"
 
 
-def quantize_descriptors(desc: np.ndarray) -> np.ndarray:
-    """Unit-norm non-negative descriptors (RootSIFT) -> uint8 (x 512, clipped)."""
-    return np.clip(np.round(desc * 512.0), 0, 255).astype(np.uint8)
+def quantize_descriptors(desc: np.ndarray, spec: DescriptorSpec = LEGACY_ROOTSIFT) -> np.ndarray:
+    """Descriptors (P, D) float32 -> stored (P, D) as ``spec`` declares (e.g. RootSIFT: uint8 x 512)."""
+    return spec.quantize(desc)
 
 
-def dequantize_descriptors(q: np.ndarray) -> np.ndarray:
-    d = q.astype(np.float32)
-    return d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-8)
+def dequantize_descriptors(q: np.ndarray, spec: DescriptorSpec = LEGACY_ROOTSIFT) -> np.ndarray:
+    """Stored (P, D) -> float32 (P, D), re-normalised for unit-norm descriptors."""
+    return spec.dequantize(q)
 
 
 class QuantizedDescriptors:
-    """The map's uint8 descriptors (P, D), memory-mapped, dequantized row by row when
-    indexed (``desc[idx]`` is ``dequantize_descriptors(stored[idx])``); ``np.asarray`` gives
-    them all."""
+    """The map's stored descriptors (P, D) (quantised as ``spec`` declares), memory-mapped,
+    dequantized row by row when indexed (``desc[idx]`` is
+    ``dequantize_descriptors(stored[idx], spec)``); ``np.asarray`` gives them all."""
 
-    def __init__(self, stored: np.ndarray):
-        self.stored = stored
+    def __init__(self, stored: np.ndarray, spec: DescriptorSpec = LEGACY_ROOTSIFT):
+        self.stored, self.spec = stored, spec
         self.shape = stored.shape
         self.dtype = np.dtype(np.float32)
 
@@ -53,10 +57,12 @@ class QuantizedDescriptors:
 
     def __getitem__(self, idx) -> np.ndarray:
         rows = np.asarray(self.stored[idx])
-        return dequantize_descriptors(rows[None])[0] if rows.ndim == 1 else dequantize_descriptors(rows)
+        if rows.ndim == 1:
+            return dequantize_descriptors(rows[None], self.spec)[0]
+        return dequantize_descriptors(rows, self.spec)
 
     def __array__(self, dtype=None, copy=None):
-        d = dequantize_descriptors(np.asarray(self.stored))
+        d = dequantize_descriptors(np.asarray(self.stored), self.spec)
         return d if dtype is None else d.astype(dtype)
 
 
@@ -78,8 +84,12 @@ def write_map_data(m: LandmarkMap, folder: Path) -> Path:
     with h5py.File(path, "w") as f:
         g = f.create_group("points")
         g.create_dataset("xyz", data=m.xyz.astype(np.float32))
-        g.create_dataset("descriptors", data=(m.descriptors.stored if isinstance(m.descriptors, QuantizedDescriptors)
-                                              else quantize_descriptors(m.descriptors)))
+        spec = m.descriptor_spec
+        if m.descriptors.shape[1:] != (spec.dim,):
+            raise PramlocError(f"{path}: descriptors {m.descriptors.shape} do not match their declared dimension {spec.dim}")
+        d = g.create_dataset("descriptors", data=(m.descriptors.stored if isinstance(m.descriptors, QuantizedDescriptors)
+                                                  else quantize_descriptors(m.descriptors, spec)))
+        d.attrs["spec"] = spec.to_json()
         lm_dtype = np.uint8 if m.num_landmarks <= 256 else np.uint16
         g.create_dataset("landmark", data=m.point_landmark.astype(lm_dtype))
         g.create_dataset("color", data=m.color.astype(np.uint8))
@@ -115,7 +125,7 @@ def _mapped(f, dataset) -> np.ndarray:
 
 def read_map_data(f, manifest: dict, path: Path, lazy: bool = False) -> LandmarkMap:
     """The map in ``map.h5`` (an open binary file). With ``lazy`` the large arrays (points,
-    observations, retrieval vectors) are memory-mapped, not read: descriptors stay uint8
+    observations, retrieval vectors) are memory-mapped, not read: descriptors stay as stored
     (:class:`QuantizedDescriptors`), ids keep their stored integer types."""
     import h5py
 
@@ -125,10 +135,13 @@ def read_map_data(f, manifest: dict, path: Path, lazy: bool = False) -> Landmark
     with h5py.File(f, "r") as h:
         big = (lambda name: _mapped(f, h[name])) if lazy else (lambda name: h[name][()])
         qv, tv = h["images/qvec"][()], h["images/tvec"][()]
+        stored = h["points/descriptors"]
+        spec = DescriptorSpec.from_json(stored.attrs["spec"]) if "spec" in stored.attrs else LEGACY_ROOTSIFT
         m = LandmarkMap(
             xyz=big("points/xyz"),
-            descriptors=(QuantizedDescriptors(big("points/descriptors")) if lazy
-                         else dequantize_descriptors(h["points/descriptors"][()])),
+            descriptors=(QuantizedDescriptors(big("points/descriptors"), spec) if lazy
+                         else dequantize_descriptors(stored[()], spec)),
+            descriptor_spec=spec,
             point_landmark=big("points/landmark") if lazy else h["points/landmark"][()].astype(np.int64),
             color=big("points/color"),
             image_names=[text(n) for n in h["images/names"][()]],

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import PramlocError
+from ..features.base import DescriptorSpec
 
 IGNORE_INDEX = -100  # label of padding tokens (ignored by the loss)
 
@@ -23,7 +24,8 @@ class TrainingImage:
     """Keypoints of one map image with their landmark labels.
 
     - ``keypoints`` (N, 2) float32: pixels of the original image (hloc convention).
-    - ``descriptors`` (N, D) float32: e.g. RootSIFT, D = 128.
+    - ``descriptors`` (N, D) float32, as the extractor's :class:`DescriptorSpec` declares
+      (RootSIFT: D = 128, >= 0; XFeat: D = 64, signed).
     - ``labels`` (N,) int64: 0 = background, ``l + 1`` = landmark ``l``.
     - ``image_size``: (W, H) of the original image.
     - ``points_xy`` (M, 2) float32 pixels and ``points_landmark`` (M,) int64, optional: the
@@ -163,7 +165,7 @@ def visibility_targets(views: list[View], num_landmarks: int) -> tuple[torch.Ten
 
 
 def augmented_view(image: TrainingImage, rng: np.random.Generator, conf: dict,
-                   num_keypoints: int | None = None) -> View:
+                   num_keypoints: int | None = None, spec: DescriptorSpec | None = None) -> View:
     """A random new viewpoint of ``image``, on normalised coordinates:
 
     1. random affine of the frame (zoom ``exp(U(-scale, scale))``, rotation ``U(-rotation,
@@ -172,7 +174,9 @@ def augmented_view(image: TrainingImage, rng: np.random.Generator, conf: dict,
     2. a random subset of ``num_keypoints`` keypoints (default ``U(min_keypoints, max_keypoints)``),
        all of them if fewer;
     3. Gaussian coordinate jitter (std ``jitter``, normalised units);
-    4. Gaussian descriptor noise (std ``U(0, descriptor_noise)``), clipped at 0 and L2-normalised.
+    4. Gaussian descriptor noise (std ``U(0, descriptor_noise)``), projected back into the
+       descriptor space by ``spec`` (:meth:`DescriptorSpec.project`: clipped at 0 only for
+       unsigned descriptors, L2-normalised for unit-norm ones; default: :func:`infer_spec`).
     """
     xy = normalize_keypoints(image.keypoints, image.image_size)
     w, h = image.image_size
@@ -202,9 +206,19 @@ def augmented_view(image: TrainingImage, rng: np.random.Generator, conf: dict,
     xy = xy + conf["jitter"] * rng.standard_normal(xy.shape, dtype=np.float32)
     sigma = rng.uniform(0, conf["descriptor_noise"])
     if sigma > 0 and len(desc):
-        desc = np.maximum(desc + np.float32(sigma) * rng.standard_normal(desc.shape, dtype=np.float32), 0)
-        desc = desc / np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-8)
+        spec = spec or infer_spec(image.descriptors)
+        desc = spec.project(desc + np.float32(sigma) * rng.standard_normal(desc.shape, dtype=np.float32))
     return View(xy.astype(np.float32), desc.astype(np.float32), labels, points)
+
+
+def infer_spec(descriptors: np.ndarray) -> DescriptorSpec:
+    """A declaration read off descriptors (N, D) when none is given: signed if any
+    component is negative, unit-norm if every row is."""
+    d = np.asarray(descriptors, dtype=np.float32)
+    signed = bool(d.size and d.min() < 0)
+    unit = bool(len(d) and np.allclose(np.linalg.norm(d, axis=1), 1, atol=1e-3))
+    return DescriptorSpec(dim=max(d.shape[-1], 1), signed=signed, norm="l2" if unit else "none",
+                          storage="int8" if signed else "uint8")
 
 
 def collate(views: list[View]) -> dict[str, torch.Tensor]:

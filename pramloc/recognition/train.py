@@ -27,8 +27,9 @@ import torch.nn.functional as F
 
 from .. import logger
 from ..config import RecognizerConfig, deep_merge
+from ..features.base import DescriptorSpec
 from ..progress import track
-from .data import (IGNORE_INDEX, TrainingImage, augmented_view, check_training_images, collate, plain_view,
+from .data import (IGNORE_INDEX, TrainingImage, augmented_view, check_training_images, collate, infer_spec, plain_view,
                    split_train_val, visibility_targets)
 from .model import MODEL_KEYS, LandmarkTransformer, make_result, resolve_device, save_checkpoint
 
@@ -175,7 +176,9 @@ class Trainer:
     """
 
     def __init__(self, conf: RecognizerConfig, train: list[TrainingImage], val: list[TrainingImage],
-                 num_landmarks: int, dim: int, device: torch.device, t0: float):
+                 num_landmarks: int, dim: int, device: torch.device, t0: float,
+                 descriptor_spec: DescriptorSpec | None = None):
+        self.spec = descriptor_spec or infer_spec(np.concatenate([im.descriptors for im in train]))
         self.conf, self.train, self.val, self.num_landmarks, self.device = conf, train, val, num_landmarks, device
         self.t0 = t0
         torch.manual_seed(conf.seed)
@@ -217,7 +220,7 @@ class Trainer:
         """One gradient step on augmented views of ``train[indices]``; returns the loss."""
         c, dev = self.conf, self.device
         n = int(self.rng.integers(self.lo, self.hi + 1))  # one size per batch: little padding
-        views = [augmented_view(self.train[i], self.rng, self.augment, n) for i in indices]
+        views = [augmented_view(self.train[i], self.rng, self.augment, n, self.spec) for i in indices]
         batch = {k: v.to(dev, non_blocking=True) for k, v in collate(views).items()}
         target = tuple(t.to(dev) for t in visibility_targets(views, self.num_landmarks))
         for group in self.optimizer.param_groups:
@@ -313,10 +316,12 @@ class Trainer:
 
 
 def main(conf: RecognizerConfig | dict | None, train_images: list[TrainingImage], num_landmarks: int,
-         out_path: Path, device: str | None = None) -> dict:
+         out_path: Path, device: str | None = None, descriptor_spec: DescriptorSpec | None = None) -> dict:
     """Train a recognizer on ``train_images`` (labels 0..num_landmarks) and write the
     checkpoint (model config, fp16 weights, metrics) to ``out_path``. ``device`` overrides
-    ``conf.device``. Returns the metrics (also stored in the checkpoint)."""
+    ``conf.device``; ``descriptor_spec``: the extractor's declaration (the augmentation
+    keeps descriptors in its space; default: read off the data). Returns the metrics (also
+    stored in the checkpoint)."""
     conf = RecognizerConfig.of(conf, "recognizer")
     dev = resolve_device(device if device is not None else conf.device)
     if dev.type == "cuda":
@@ -326,7 +331,7 @@ def main(conf: RecognizerConfig | dict | None, train_images: list[TrainingImage]
     t0 = time.perf_counter()
     with torch_settings(dev, conf.num_threads):
         train, val = split_train_val(train_images, conf.val_fraction, conf.seed)
-        trainer = Trainer(conf, train, val, num_landmarks, dim, dev, t0)
+        trainer = Trainer(conf, train, val, num_landmarks, dim, dev, t0, descriptor_spec)
         num_threads = torch.get_num_threads()
         logger.info("Training the landmark recognizer (%d landmarks, %d parameters) on %d map images "
                     "(+%d for validation), %s (%d threads), budget %.1f min.", num_landmarks,
