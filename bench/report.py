@@ -208,7 +208,7 @@ def main() -> Path:
     if soaks:
         lines += soak_table(soaks) + [""]
     feats, degs = _load("features"), _load("degraded")
-    nights = {k: v for k, v in _load("night").items() if k in ("sift", "xfeat", "disk")}
+    nights = {k: v for k, v in _load("night").items() if k.split("-")[0] in ("sift", "xfeat", "disk")}
     if feats:
         lines += features_table(feats) + [""]
     if degs:

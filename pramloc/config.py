@@ -113,9 +113,12 @@ class TriangulationConfig(StageConfig):
     max_pair_distance: float | None = 3.0    # metres between camera centres for a pair (null: any)
     min_overlap_angle: float = 60.0          # degrees between viewing directions for a pair
     ratio: float = 0.9                       # ratio test of the pairwise matching (matcher nn)
-    matcher: str = "nn"                      # pair matching: nn (mutual nearest neighbours, ratio test) |
+    matcher: str = "auto"                    # pair matching: nn (mutual nearest neighbours, ratio test) |
                                              # lightglue (the extractor's LightGlue: xfeat, disk; seconds per
-                                             # pair on a CPU, see docs/BENCHMARKS.md)
+                                             # pair on a CPU, see docs/BENCHMARKS.md) | auto: lightglue for
+                                             # structure-from-motion (images alone) when the extractor has one
+                                             # and there are at most lightglue_max_pairs pairs, else nn
+    lightglue_max_pairs: int = 200           # auto: more pairs than this are matched by nn (time)
     max_epipolar_error: float = 4.0          # px, Sampson distance to the known-pose epipolar line
     max_reproj_error: float = 4.0            # px
     min_tri_angle: float = 1.5               # degrees

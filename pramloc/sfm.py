@@ -155,7 +155,23 @@ def export_map(map_path: Path, out: Path) -> Path:
     return out
 
 
-MATCHERS = ("nn", "lightglue")
+MATCHERS = ("nn", "lightglue", "auto")
+
+
+def pair_matcher(conf: TriangulationConfig, feature_conf: FeatureConfig | None, num_pairs: int, sfm: bool) -> str:
+    """``nn`` or ``lightglue`` for ``conf.matcher``: ``auto`` is LightGlue for
+    structure-from-motion (no poses to verify the matches) with an extractor that has
+    LightGlue weights and at most ``conf.lightglue_max_pairs`` pairs (seconds per pair on a
+    CPU), else mutual nearest neighbours. Known-pose triangulation keeps nn (its pairs are
+    verified by the poses, and there are thousands of them)."""
+    from .glue import WEIGHTS
+
+    if conf.matcher not in MATCHERS:
+        raise PramlocError(f"unknown triangulation.matcher {conf.matcher!r} (known: {', '.join(MATCHERS)})")
+    if conf.matcher != "auto":
+        return conf.matcher
+    name = (feature_conf or FeatureConfig()).name
+    return "lightglue" if sfm and name in WEIGHTS and num_pairs <= conf.lightglue_max_pairs else "nn"
 
 
 def _cached_features(cache: dict, features: Path, name: str) -> dict:
@@ -195,8 +211,8 @@ def _match_pairs(scene: Scene, features: Path, pairs: list[tuple[str, str]], rat
 
     from .parallel import map_ordered
 
-    if matcher not in MATCHERS:
-        raise PramlocError(f"unknown triangulation.matcher {matcher!r} (known: {', '.join(MATCHERS)})")
+    if matcher not in ("nn", "lightglue"):
+        raise PramlocError(f"unknown pair matcher {matcher!r} (nn or lightglue)")
     feature_conf = feature_conf or FeatureConfig()
     if matcher == "lightglue":
         from . import glue
@@ -226,7 +242,8 @@ def triangulate(scene: Scene, features: Path, work_dir: Path, conf: Triangulatio
     pairs = pairs_from_poses(scene, conf.num_pairs, conf.max_pair_distance, conf.min_overlap_angle)
     logger.info("Matching %d image pairs selected by pose.", len(pairs))
     matches = _match_pairs(scene, features, pairs, conf.ratio, known_poses=True,
-                           max_epipolar_error=conf.max_epipolar_error, matcher=conf.matcher, feature_conf=feature_conf,
+                           max_epipolar_error=conf.max_epipolar_error,
+                           matcher=pair_matcher(conf, feature_conf, len(pairs), sfm=False), feature_conf=feature_conf,
                            workers=workers)
     rec = known_pose_model(scene.names, [im.camera for im in scene.images], [im.pose for im in scene.images],
                            [read_features(features, n)["keypoints"] for n in scene.names])
@@ -264,8 +281,9 @@ def reconstruct(scene: Scene, features: Path, work_dir: Path, conf: Triangulatio
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     pairs = exhaustive_pairs(scene.names)
-    logger.info("Structure-from-motion: matching %d image pairs exhaustively.", len(pairs))
-    matches = _match_pairs(scene, features, pairs, conf.ratio, known_poses=False, matcher=conf.matcher,
+    matcher = pair_matcher(conf, feature_conf, len(pairs), sfm=True)
+    logger.info("Structure-from-motion: matching %d image pairs exhaustively (%s).", len(pairs), matcher)
+    matches = _match_pairs(scene, features, pairs, conf.ratio, known_poses=False, matcher=matcher,
                            feature_conf=feature_conf, workers=workers)
     db_path = work_dir / "database.db"
     _write_database(db_path, scene, features, None)

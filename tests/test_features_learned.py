@@ -88,3 +88,19 @@ def test_build_map_features_xfeat_and_localize(kitchen_root, kitchen_split, tmp_
     run("localize", out, "--dataset", "7scenes", "--root", kitchen_root, "--queries", queries, "--mode", "retrieval",
         "--out", results)
     assert len(read_poses(results)) == 2
+
+
+def test_pair_matcher_choice():
+    """``auto``: LightGlue only for SfM with a learned extractor and few pairs."""
+    from pramloc.config import FeatureConfig, TriangulationConfig
+    from pramloc.sfm import pair_matcher
+
+    auto = TriangulationConfig()
+    assert pair_matcher(auto, FeatureConfig(name="xfeat"), 45, sfm=True) == "lightglue"
+    assert pair_matcher(auto, FeatureConfig(name="disk"), 45, sfm=True) == "lightglue"
+    assert pair_matcher(auto, FeatureConfig(name="sift"), 45, sfm=True) == "nn"
+    assert pair_matcher(auto, FeatureConfig(name="xfeat"), 1937, sfm=False) == "nn"
+    assert pair_matcher(auto, FeatureConfig(name="xfeat"), auto.lightglue_max_pairs + 1, sfm=True) == "nn"
+    assert pair_matcher(TriangulationConfig(matcher="lightglue"), FeatureConfig(name="xfeat"), 5000, sfm=False) == "lightglue"
+    with pytest.raises(PramlocError, match="unknown triangulation.matcher 'glue'"):
+        pair_matcher(TriangulationConfig(matcher="glue"), None, 1, sfm=True)
