@@ -87,7 +87,23 @@ def _thread_env(n: int):
 _STATE: dict[str, Any] = {}
 
 
-def _init_worker(make: Callable[[], Any], call: Callable, threads: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to end this worker when the process that started it dies (a killed
+    ``pramloc`` command must not leave its workers waiting forever)."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: nothing to ask for
+        return
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)
+
+
+def _init_worker(make: Callable[[], Any], call: Callable, threads: int, parent: int) -> None:
+    _die_with_parent(parent)
     set_threads(threads)
     _STATE["call"] = call
     try:
@@ -112,7 +128,7 @@ def _processes(make, call, items: list, workers: int) -> Iterator:
     threads = threads_per_worker(workers)
     with _thread_env(threads):
         pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                   initargs=(make, call, threads))
+                                   initargs=(make, call, threads, os.getpid()))
     try:
         yield from pool.map(_run_item, items)
     except BrokenProcessPool:

@@ -165,3 +165,50 @@ def test_build_with_workers_same_map(backend, kitchen_root, kitchen_split, kitch
         a.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
         for n in names:
             np.testing.assert_array_equal(a[n][()], b[n][()], err_msg=n)
+
+
+CHILD = """
+import sys, time
+from pramloc.parallel import map_ordered
+
+def make():
+    return None
+
+def slow(state, x):
+    time.sleep(60)
+    return x
+
+if __name__ == "__main__":
+    list(map_ordered(make, slow, range(4), workers=2))
+"""
+
+
+def test_workers_end_with_a_killed_parent(tmp_path):
+    """A ``pramloc`` command killed mid-run (SIGKILL: no clean-up) leaves no worker behind."""
+    import signal
+    import subprocess
+    import time
+
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, str(script)], env=env)
+    try:
+        workers: list[str] = []
+        for _ in range(600):  # the two workers started and initialised
+            time.sleep(0.1)
+            kids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+            workers = [k for k in kids if "spawn_main" in Path(f"/proc/{k}/cmdline").read_text(errors="replace")
+                       and "resource_tracker" not in Path(f"/proc/{k}/cmdline").read_text(errors="replace")]
+            if len(workers) == 2:
+                break
+        assert len(workers) == 2
+        time.sleep(3)  # past their initializer
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    for _ in range(300):
+        if not any(Path(f"/proc/{k}").exists() for k in workers):
+            break
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{k}").exists() for k in workers)
