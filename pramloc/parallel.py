@@ -152,12 +152,29 @@ def _ray():
     return ray
 
 
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A ``[ray://]host:port`` address that nothing answers at is one error now (Ray itself
+    keeps retrying for minutes); other forms (``auto``) are left to Ray."""
+    import socket
+
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise PramlocError(f"cannot reach the Ray cluster at {address} ({err.strerror or err}); is `ray start "
+                           "--head` running there?") from None
+
+
 def ray_init(address: str | None = None, num_cpus: int | None = None):
     """Connect to the Ray cluster at ``address``, or start a local one (``num_cpus`` slots,
     default the cores; no dashboard) when none is given. Does nothing when Ray is already
     initialized."""
     ray = _ray()
     if not ray.is_initialized():
+        if address:
+            _check_reachable(address)
         kwargs = {"address": address} if address else {"num_cpus": num_cpus or num_cores(),
                                                          "include_dashboard": False}
         try:

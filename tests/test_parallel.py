@@ -106,6 +106,22 @@ def test_ray_missing_says_how_to_install(kitchen_map, queries, tmp_path, monkeyp
         loc_mod.main(kitchen_map, queries, tmp_path / "r.txt", mode="retrieval", workers=2, ray=True)
 
 
+def test_unreachable_ray_address_is_one_error():
+    """Nothing listens at the address: one error at once (Ray alone retries for minutes)."""
+    import socket
+
+    ray = pytest.importorskip("ray", reason="Ray is optional (pip install 'pramloc[ray]')")
+    from pramloc.parallel import ray_init
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free once closed: nothing listens there
+    assert not ray.is_initialized()
+    with pytest.raises(PramlocError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}"):
+        ray_init(f"127.0.0.1:{port}")
+    assert not ray.is_initialized()
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
     ray = pytest.importorskip("ray", reason="Ray is optional (pip install 'pramloc[ray]')")
