@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from contextlib import contextmanager
+from itertools import islice
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from .errors import PramlocError
@@ -28,6 +29,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+IN_FLIGHT = 2  # items submitted ahead per worker (processes and Ray actors)
 RAY_NAMESPACE = "pramloc"
 
 
@@ -118,7 +120,7 @@ def _run_item(item):
     return _STATE["call"](_STATE["state"], item)
 
 
-def _processes(make, call, items: list, workers: int) -> Iterator:
+def _processes(make, call, items: Iterable, workers: int) -> Iterator:
     """A process pool (concurrent.futures: a worker that dies, e.g. out of memory, breaks the
     pool with an error instead of leaving it waiting forever)."""
     import multiprocessing as mp
@@ -130,7 +132,15 @@ def _processes(make, call, items: list, workers: int) -> Iterator:
         pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                                    initargs=(make, call, threads, os.getpid()))
     try:
-        yield from pool.map(_run_item, items)
+        # At most ``IN_FLIGHT`` items per worker submitted at a time: ``items`` may be a lazy
+        # iterator (e.g. image bytes read as they are sent), never held whole.
+        source = iter(items)
+        window = deque(pool.submit(_run_item, item) for item in islice(source, IN_FLIGHT * workers))
+        while window:
+            result = window.popleft().result()
+            for item in islice(source, 1):
+                window.append(pool.submit(_run_item, item))
+            yield result
     except BrokenProcessPool:
         raise PramlocError(f"a worker process died (killed, or out of memory?); rerun, with fewer --workers "
                            f"if memory is short") from None
@@ -199,11 +209,12 @@ class _Actor:
         return True
 
 
-def _ray_map(make, call, items: list, workers: int, address: str | None, per_actor: int = 2) -> Iterator:
-    """Items to a pool of ``workers`` actors, at most ``per_actor`` in flight each; results
-    yielded in item order. Ray restarts a dead actor (``max_restarts``) and re-runs its
-    items (``max_task_retries``); an item whose actor died anyway is submitted again to
-    another actor, so each item yields exactly one result."""
+def _ray_map(make, call, items: Iterable, workers: int, address: str | None) -> Iterator:
+    """Items to a pool of ``workers`` actors, at most ``IN_FLIGHT`` in flight each; results
+    yielded in item order, ``items`` read as they are sent (a lazy iterator is never held
+    whole). Ray restarts a dead actor (``max_restarts``) and re-runs its items
+    (``max_task_retries``); an item whose actor died anyway is submitted again to another
+    actor, so each item yields exactly one result."""
     ray = ray_init(address, num_cpus=max(num_cores(), workers))  # one slot per actor on a local cluster
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= workers else 0
     threads = threads_per_worker(workers) if not address else 1
@@ -212,35 +223,37 @@ def _ray_map(make, call, items: list, workers: int, address: str | None, per_act
               for i in range(workers)]
     try:
         ray.get([a.ready.remote() for a in actors])
-        pending: dict[int, Any] = {}      # item index -> object ref
-        owner: dict[int, int] = {}        # item index -> actor index
-        queue = deque(range(len(items)))
+        source = enumerate(items)
+        pending: dict[int, tuple[Any, int, Any]] = {}  # item index -> (object ref, actor index, item)
+        retry: deque = deque()                          # (index, item) whose actor died for good
         load = [0] * workers
         done: dict[int, Any] = {}
         nxt = 0
         dead = 10 ** 9  # the load of an actor that died for good: never chosen again
 
         def submit():
-            if queue and min(load) >= dead:
-                raise PramlocError(f"every Ray worker died for good; {len(queue)} queries not run")
-            while queue and min(load) < per_actor:
+            while min(load) < IN_FLIGHT:
+                job = retry.popleft() if retry else next(source, None)
+                if job is None:
+                    return
                 a = load.index(min(load))
-                i = queue.popleft()
-                pending[i], owner[i] = actors[a].run.remote(items[i]), a
+                pending[job[0]] = (actors[a].run.remote(job[1]), a, job[1])
                 load[a] += 1
+            if retry and min(load) >= dead:
+                raise PramlocError(f"every Ray worker died for good; {len(retry)} queries not run")
 
         submit()
-        while nxt < len(items):
-            refs = {ref: i for i, ref in pending.items()}
+        while pending:
+            refs = {ref: i for i, (ref, _, _) in pending.items()}
             ready, _ = ray.wait(list(refs), num_returns=1)
             i = refs[ready[0]]
-            del pending[i]
-            load[owner[i]] -= 1
+            _, a, item = pending.pop(i)
+            load[a] -= 1
             try:
                 done[i] = ray.get(ready[0])
             except ray.exceptions.RayActorError:
-                queue.appendleft(i)  # its actor died for good: run it again elsewhere
-                load[owner[i]] = dead
+                retry.appendleft((i, item))  # its actor died for good: run it again elsewhere
+                load[a] = dead
             submit()
             while nxt in done:
                 yield done.pop(nxt)
@@ -272,21 +285,23 @@ def map_ordered(make: Callable[[], Any], call: Callable[[Any, T], R], items: Ite
     """``call(state, item)`` for every item, ``state = make()`` built once per worker;
     results yielded in the order of ``items``. ``workers=1`` without ``ray`` runs in this
     process; more run in processes, or with ``ray`` in Ray actors (``ray_address``: an
-    existing cluster, else a local one). ``ray=None``: Ray inside :func:`ray_backend`."""
-    items = list(items)
+    existing cluster, else a local one). ``ray=None``: Ray inside :func:`ray_backend`.
+    ``items`` may be a lazy iterator: it is read as items are sent, a few per worker ahead."""
     if ray is None and _RAY_DEFAULT:
         ray, ray_address = True, ray_address or _RAY_DEFAULT["address"]
     if ray:
         return _ray_map(make, call, items, max(1, workers), ray_address)
-    workers = max(1, min(workers, len(items)))
+    if hasattr(items, "__len__"):
+        workers = min(workers, len(items))  # no idle workers for a short list
+    workers = max(1, workers)
     if workers == 1:
         return _serial(make, call, items)
     return _processes(make, call, items, workers)
 
 
-def _serial(make, call, items: list) -> Iterator:
-    if not items:
-        return
-    state = make()
-    for item in items:
+def _serial(make, call, items: Iterable) -> Iterator:
+    state = None
+    for k, item in enumerate(items):
+        if k == 0:
+            state = make()  # not for an empty list
         yield call(state, item)

@@ -46,6 +46,24 @@ def test_map_ordered_processes_in_order():
     assert threads_per_worker(1) >= threads_per_worker(2) >= 1
 
 
+def _counted(n: int, seen: list):
+    for x in range(n):
+        seen.append(x)
+        yield x
+
+
+def test_lazy_items_are_read_as_they_are_sent():
+    """A lazy iterator (e.g. image bytes for --send bytes) is never held whole: when the first
+    result arrives, only a few items per worker have been read."""
+    from pramloc.parallel import IN_FLIGHT
+
+    seen: list = []
+    results = map_ordered(_state, _square, _counted(40, seen), workers=2)
+    assert next(results)[0] == 0
+    assert len(seen) <= IN_FLIGHT * 2 + 1
+    assert [r for r, _ in results] == [x * x for x in range(1, 40)] and len(seen) == 40
+
+
 def test_worker_process_that_dies_is_an_error_not_a_hang():
     with pytest.raises(PramlocError, match="worker process died"):
         list(map_ordered(_state, _die_on_three, range(8), workers=2))
@@ -142,6 +160,16 @@ def _counted_localizer(log: Path, map_path: Path) -> loc_mod.Localizer:
     with open(log, "a") as f:  # one line per worker (re)start
         f.write("start\n")
     return loc_mod.Localizer(map_path, "retrieval")
+
+
+def test_ray_reads_lazy_items_as_sent(ray_cluster):
+    from pramloc.parallel import IN_FLIGHT
+
+    seen: list = []
+    results = map_ordered(_state, _square, _counted(30, seen), workers=2, ray=True)
+    assert next(results)[0] == 0
+    assert len(seen) <= IN_FLIGHT * 2 + 1
+    assert [r for r, _ in results] == [x * x for x in range(1, 30)] and len(seen) == 30
 
 
 def test_ray_actor_killed_mid_run(ray_cluster, kitchen_map, queries, serial_results, tmp_path):
