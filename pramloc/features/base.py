@@ -60,8 +60,8 @@ class DescriptorSpec:
         if not self.signed:
             desc = np.maximum(desc, 0)
         if self.norm == "l2":
-            desc = desc / np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-8)
-        return desc.astype(np.float32)
+            desc = desc / np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), np.float32(1e-8))
+        return desc.astype(np.float32, copy=False)
 
     def quantize(self, desc: np.ndarray) -> np.ndarray:
         """Descriptors (N, D) float -> (N, D) of ``storage`` dtype."""
@@ -72,11 +72,12 @@ class DescriptorSpec:
         return np.clip(np.round(desc * self.scale), lo, hi).astype(self.storage)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
-        """Stored (N, D) -> float32 (N, D), re-normalised if ``norm == "l2"``."""
-        d = np.asarray(q).astype(np.float32)
-        if self.storage != "float16":
-            d = d / np.float32(self.scale)
-        return self.project(d) if self.norm == "l2" else d
+        """Stored (N, D) -> float32 (N, D), re-normalised if ``norm == "l2"`` (the storage
+        scale then cancels out: localization dequantizes the points it matches per query)."""
+        d = np.asarray(q, dtype=np.float32)
+        if self.norm == "l2":
+            return d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), np.float32(1e-8))
+        return d if self.storage == "float16" else d / np.float32(self.scale)
 
     def bytes_per_descriptor(self) -> int:
         return self.dim * np.dtype(self.storage).itemsize
