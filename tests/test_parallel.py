@@ -167,9 +167,13 @@ def test_ray_reads_lazy_items_as_sent(ray_cluster):
 
     seen: list = []
     results = map_ordered(_state, _square, _counted(30, seen), workers=2, ray=True)
-    assert next(results)[0] == 0
-    assert len(seen) <= IN_FLIGHT * 2 + 1
-    assert [r for r, _ in results] == [x * x for x in range(1, 30)] and len(seen) == 30
+    try:
+        assert next(results)[0] == 0
+        # Actors may finish later items first (each freed slot reads one more): still far from all.
+        assert len(seen) <= 3 * IN_FLIGHT * 2
+        assert [r for r, _ in results] == [x * x for x in range(1, 30)] and len(seen) == 30
+    finally:
+        results.close()  # its actors gone even if an assertion failed (their names are reused)
 
 
 def test_ray_actor_killed_mid_run(ray_cluster, kitchen_map, queries, serial_results, tmp_path):
