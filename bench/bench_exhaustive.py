@@ -10,7 +10,8 @@ default 12 px threshold. The model is the full triangulated model of the map's b
 
     python bench/bench_exhaustive.py [--scenes 7scenes-block]
 
-Needs the maps of bench/bench_build.py. Writes bench/results/exhaustive_<scene>.json.
+Needs the maps of bench/bench_build.py. Writes bench/results/exhaustive_<scene>.json and the
+poses to bench/out/results/<scene>_exhaustive.txt.
 """
 
 from __future__ import annotations
@@ -81,6 +82,9 @@ def run(scene: str, map_dir: Path | None = None, ratio: float = 0.8, max_error: 
             results[im.name] = est.pose
             inliers.append(est.num_inliers)
     ev = evaluate(results, {im.name: im.pose for im in queries.images})
+    from pramloc.io import write_poses
+
+    write_poses(OUT / "results" / f"{scene}_exhaustive.txt", results)  # for bench_gt_check.py
     report = {**stamp(), "scene": scene, "queries": len(queries.images), "map_images": len(names),
               "ratio": ratio, "ransac_max_error": max_error,
               "recall": {f"{t['translation']}m,{t['rotation_deg']}deg": t["recall"] for t in ev["recall"]},
