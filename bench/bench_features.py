@@ -27,18 +27,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_build  # noqa: E402
 import bench_localize  # noqa: E402
-from common import RESULTS, SCENES, stamp  # noqa: E402
+from common import OUT, RESULTS, SCENES, stamp  # noqa: E402
 
 EXTRACTORS = ("sift", "xfeat", "disk")
 
 
 def run(scene: str, extractor: str, modes: list[str], train_minutes: float | None, device: str | None,
-        extra: list[str], variant: str = "") -> dict:
+        extra: list[str], variant: str = "", reuse: bool = False) -> dict:
     """Build and localize ``scene`` with ``extractor`` (+ ``extra`` overrides); ``variant``
-    names a non-default setting in the file names (``xfeat-1024kp``)."""
+    names a non-default setting in the file names (``xfeat-1024kp``). ``reuse``: localize
+    with the map (and build numbers) of the previous run instead of building again (SIFT
+    without a variant: the preset's map of bench/bench_build.py if there is none)."""
     overrides = [f"features.name={extractor}", *extra]
     tag = f"_{extractor}{'-' + variant if variant else ''}"
-    build = bench_build.run(scene, train_minutes, device, overrides, tag=tag, write=False)
+    previous = RESULTS / f"features_{scene}{tag}.json"
+    if reuse:
+        if previous.exists():
+            old = json.loads(previous.read_text())
+            build, train_minutes = old["build"], old["train_minutes"]
+        elif extractor == "sift" and not variant and not extra:
+            build = {**json.loads((RESULTS / f"build_{scene}.json").read_text()), "map": str(OUT / "maps" / scene)}
+        else:
+            raise SystemExit(f"--reuse-maps: no previous run of {scene} with {extractor} ({previous})")
+        if not Path(build["map"]).exists():
+            raise SystemExit(f"--reuse-maps: map {build['map']} not found")
+        build = {**build, "reused": True}
+    else:
+        build = bench_build.run(scene, train_minutes, device, overrides, tag=tag, write=False)
     loc = bench_localize.run(scene, modes, device, Path(build["map"]), tag=tag, write=False)
     result = {**stamp(), "scene": scene, "extractor": extractor + (f" ({variant})" if variant else ""),
               "overrides": overrides, "train_minutes": train_minutes, "build": build, "localize": loc}
@@ -59,10 +74,12 @@ if __name__ == "__main__":
     ap.add_argument("--variant", default="", help="Name of the --set variant in the result files (e.g. 1024kp).")
     ap.add_argument("--night", action="store_true", help="Also the Sacre-Coeur night query (bench_night.py).")
     ap.add_argument("--rebuilds", type=int, default=5)
+    ap.add_argument("--reuse-maps", action="store_true",
+                    help="Localize with the maps of the previous run (its build numbers kept) instead of building.")
     a = ap.parse_args()
     for s in a.scenes:
         for x in a.extractors:
-            run(s, x, a.modes, a.train_minutes, a.device, a.extra, a.variant)
+            run(s, x, a.modes, a.train_minutes, a.device, a.extra, a.variant, a.reuse_maps)
     if a.night:
         import bench_night
 

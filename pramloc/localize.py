@@ -149,6 +149,10 @@ class Localizer:
         mconf = self.map.manifest.get("config", {})
         self.conf = LocalizationConfig.of(conf, "localization").to_dict()
         self.feature_conf = self.map.manifest["feature"]
+        if self.conf["ratio"] is None:  # the ratio test that suits the map's descriptors
+            from .features import get_extractor
+
+            self.conf["ratio"] = get_extractor(self.feature_conf.get("name", "sift")).ratio
         self.top_k = RetrievalConfig.of(mconf.get("retrieval"), "retrieval").top_k
         self.mode = mode
         self.device = torch.device(device or "cpu")

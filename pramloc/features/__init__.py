@@ -35,21 +35,25 @@ from .base import LEGACY_ROOTSIFT, DescriptorSpec, Features
 
 @dataclass(frozen=True)
 class Extractor:
-    """A registered extractor: its name, descriptor declaration and extraction function."""
+    """A registered extractor: its name, descriptor declaration and extraction function,
+    and the ratio test that suits its descriptors in nearest-neighbour matching (2D-3D at
+    query time; None: mutual nearest neighbours only)."""
 
     name: str
     spec: DescriptorSpec
     extract: Callable[[np.ndarray, FeatureConfig], Features]
+    ratio: float | None = 0.9
 
 
 EXTRACTORS: Registry[Extractor] = Registry("pramloc.features", "feature extractor")
 
 
-def register(name: str, spec: DescriptorSpec):
-    """Decorator of a module's ``extract(image, conf) -> Features``: make it available as ``name``."""
+def register(name: str, spec: DescriptorSpec, ratio: float | None = 0.9):
+    """Decorator of a module's ``extract(image, conf) -> Features``: make it available as
+    ``name`` (``ratio``: see :class:`Extractor`)."""
 
     def deco(fn: Callable[[np.ndarray, FeatureConfig], Features]):
-        EXTRACTORS.add(name, Extractor(name, spec, fn))
+        EXTRACTORS.add(name, Extractor(name, spec, fn, ratio))
         return fn
 
     return deco
