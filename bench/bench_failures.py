@@ -6,6 +6,9 @@ bench/bench_localize.py) put in one cause, against the ground truth.
 Causes, in this order (the first that applies):
 
 - ``within 5cm/5deg``: localized within 5 cm and 5 degrees;
+- ``ground truth off``: localized, not within 5 cm/5 degrees of the ground truth but within
+  5 cm/5 degrees of the pose refined on the images themselves with the map frames held at
+  their ground truth (bench/bench_gt_check.py; only where it was run: "-" otherwise);
 - ``inaccurate pose``: localized within 50 cm and 10 degrees, but not within 5 cm/5 degrees;
 - ``wrong pose accepted``: localized, more than 50 cm or 10 degrees off;
 - ``no landmark recognized``: failed, the recognizer was unsure (too few votes);
@@ -35,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import OUT, RESULTS, SCENES, stamp  # noqa: E402
 
-CAUSES = ("within 5cm/5deg", "inaccurate pose", "wrong pose accepted", "no landmark recognized",
+CAUSES = ("within 5cm/5deg", "ground truth off", "inaccurate pose", "wrong pose accepted", "no landmark recognized",
           "wrong landmarks", "right landmarks, too few inliers", "wrong images retrieved",
           "right images, too few inliers")
 
@@ -58,27 +61,38 @@ def dominant_landmarks(scene: str, map_dir: Path) -> dict[str, int]:
     return out
 
 
-def cause(rec: dict, gt, dominant: int, map_poses: dict, max_distance: float = 0.5, max_angle: float = 30.0) -> str:
-    """The cause of one query's outcome (see the module docstring)."""
+def cause(rec: dict, gt, dominant: int, map_poses: dict, held=None, max_distance: float = 0.5,
+          max_angle: float = 30.0) -> str:
+    """The cause of one query's outcome (see the module docstring); ``held``: the query's
+    map-held pose of bench/bench_gt_check.py, if known."""
     from pramloc.evaluate import pose_errors, viewing_direction
     from pramloc.geometry import Pose
 
     if rec["pose"] is not None:
-        t, r = pose_errors(Pose(np.array(rec["pose"]["qvec"]), np.array(rec["pose"]["tvec"])), gt)
+        pose = Pose(np.array(rec["pose"]["qvec"]), np.array(rec["pose"]["tvec"]))
+        t, r = pose_errors(pose, gt)
         if t <= 0.05 and r <= 5:
             return CAUSES[0]
-        return CAUSES[1] if t <= 0.5 and r <= 10 else CAUSES[2]
+        if held is not None:
+            th, rh = pose_errors(pose, held)
+            if th <= 0.05 and rh <= 5:
+                return CAUSES[1]
+        return CAUSES[2] if t <= 0.5 and r <= 10 else CAUSES[3]
     if rec["landmarks"] or "recognition unsure" in rec["reason"]:
         if "recognition unsure" in rec["reason"]:
-            return CAUSES[3]
-        return CAUSES[5] if dominant in rec["landmarks"] else CAUSES[4]
+            return CAUSES[4]
+        return CAUSES[6] if dominant in rec["landmarks"] else CAUSES[5]
     cos = np.cos(np.radians(max_angle))
     right = any(np.linalg.norm(map_poses[n].center - gt.center) <= max_distance
                 and viewing_direction(map_poses[n]) @ viewing_direction(gt) >= cos for n in rec["retrieved"])
-    return CAUSES[7] if right else CAUSES[6]
+    return CAUSES[8] if right else CAUSES[7]
 
 
-def run(scene: str, results: Path | None = None, map_dir: Path | None = None, tag: str = "") -> dict:
+RUNS = ("recognition", "retrieval", "auto", "xfeat_auto")  # <scene>_<run>_log.jsonl of bench_localize / bench_features
+
+
+def run(scene: str, results: Path | None = None, map_dir: Path | None = None, tag: str = "",
+        runs: tuple[str, ...] = RUNS) -> dict:
     from pramloc.datasets import load_dataset
     from pramloc.mapio import load_map
 
@@ -89,11 +103,19 @@ def run(scene: str, results: Path | None = None, map_dir: Path | None = None, ta
     m = load_map(map_dir)
     map_poses = dict(zip(m.image_names, m.poses))
     dominant = dominant_landmarks(scene, map_dir)
-    report = {**stamp(), "scene": scene, "results": str(results), "tag": tag, "modes": {}}
-    for log in sorted(results.glob(f"{scene}_*_log.jsonl")):
-        mode = log.name[len(scene) + 1:-len("_log.jsonl")]
+    held_path = OUT / "gt_check" / f"{scene}_map_held.txt"
+    held = {}
+    if held_path.exists():
+        from pramloc.io import read_poses
+
+        held = read_poses(held_path)
+    report = {**stamp(), "scene": scene, "results": str(results), "tag": tag, "map_held": bool(held), "modes": {}}
+    for mode in runs:
+        log = results / f"{scene}_{mode}_log.jsonl"
+        if not log.exists():
+            continue
         recs = [json.loads(line) for line in log.read_text().splitlines()]
-        causes = [cause(r, gt[r["name"]], dominant[r["name"]], map_poses) for r in recs]
+        causes = [cause(r, gt[r["name"]], dominant[r["name"]], map_poses, held.get(r["name"])) for r in recs]
         report["modes"][mode] = {c: causes.count(c) for c in CAUSES}
         report["modes"][mode]["queries"] = len(recs)
         report["modes"][mode]["per_query"] = dict(zip((r["name"] for r in recs), causes))
@@ -110,6 +132,7 @@ if __name__ == "__main__":
     ap.add_argument("--results", type=Path, default=None, help="Folder of <scene>_<mode>_log.jsonl files.")
     ap.add_argument("--map", type=Path, default=None, help="Map folder (default: bench/out/maps/<scene>).")
     ap.add_argument("--tag", default="", help="Suffix of the output file, e.g. 'before'.")
+    ap.add_argument("--runs", nargs="+", default=list(RUNS), help="Logs <scene>_<run>_log.jsonl to analyse.")
     a = ap.parse_args()
     for s in a.scenes:
-        run(s, a.results, a.map, a.tag)
+        run(s, a.results, a.map, a.tag, tuple(a.runs))

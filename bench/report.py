@@ -118,7 +118,8 @@ def failures_table(fails):
     for key, r in fails.items():
         for mode, counts in r["modes"].items():
             lines.append(f"| {r['scene']} | {r.get('tag') or 'this run'} ({r['commit']}) | {mode} | {counts['queries']} | "
-                         + " | ".join(str(counts[c]) for c in CAUSES) + " |")
+                         + " | ".join(str(counts.get(c, 0)) if c != "ground truth off" or r.get("map_held") else "-"
+                                      for c in CAUSES) + " |")
     return lines
 
 
@@ -159,7 +160,8 @@ def features_table(feats):
                 f"{t['total']['median_ms']:.0f} / {t['total']['p90_ms']:.0f} | {mb(b['map_total_bytes'])} | "
                 f"{desc.get('dim', 128) * (2 if desc.get('storage') == 'float16' else 1)} | {b['counts']['points']} | "
                 f"{b['wall_s']:.0f} ({t_b.get('features', 0):.0f} / {t_b.get('triangulation', t_b.get('sfm', 0)):.0f} / "
-                f"{t_b.get('recognizer', 0):.0f}, {r.get('train_minutes') or 'preset'}) | {r['date']}, {r['commit']} |")
+                f"{t_b.get('recognizer', 0):.0f}, {r.get('train_minutes') or 'preset'}) | {r['date']}, {r['commit']}"
+                f"{' (map of an earlier run, --reuse-maps)' if b.get('reused') else ''} |")
     return lines
 
 
