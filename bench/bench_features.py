@@ -37,13 +37,13 @@ def run(scene: str, extractor: str, modes: list[str], train_minutes: float | Non
     """Build and localize ``scene`` with ``extractor`` (+ ``extra`` overrides); ``variant``
     names a non-default setting in the file names (``xfeat-1024kp``). ``reuse``: localize
     with the map (and build numbers) of the previous run instead of building again (SIFT
-    without a variant: the preset's map of bench/bench_build.py if there is none)."""
+    without a variant: the preset's map of bench/bench_build.py if that map is gone)."""
     overrides = [f"features.name={extractor}", *extra]
     tag = f"_{extractor}{'-' + variant if variant else ''}"
     previous = RESULTS / f"features_{scene}{tag}.json"
     if reuse:
-        if previous.exists():
-            old = json.loads(previous.read_text())
+        old = json.loads(previous.read_text()) if previous.exists() else None
+        if old is not None and Path(old["build"]["map"]).exists():
             build, train_minutes = old["build"], old["train_minutes"]
         elif extractor == "sift" and not variant and not extra:
             build = {**json.loads((RESULTS / f"build_{scene}.json").read_text()), "map": str(OUT / "maps" / scene)}
