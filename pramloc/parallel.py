@@ -210,9 +210,9 @@ class _Actor:
 
 
 def _ray_map(make, call, items: Iterable, workers: int, address: str | None) -> Iterator:
-    """Items to a pool of ``workers`` actors, at most ``IN_FLIGHT`` in flight each; results
-    yielded in item order, ``items`` read as they are sent (a lazy iterator is never held
-    whole). Ray restarts a dead actor (``max_restarts``) and re-runs its items
+    """Items to a pool of ``workers`` actors, at most ``IN_FLIGHT`` in flight each and at most
+    ``2 * IN_FLIGHT * workers`` sent or waiting to be yielded; results yielded in item
+    order, ``items`` read as they are sent (a lazy iterator is never held whole). Ray restarts a dead actor (``max_restarts``) and re-runs its items
     (``max_task_retries``); an item whose actor died anyway is submitted again to another
     actor, so each item yields exactly one result."""
     ray = ray_init(address, num_cpus=max(num_cores(), workers))  # one slot per actor on a local cluster
@@ -233,6 +233,11 @@ def _ray_map(make, call, items: Iterable, workers: int, address: str | None) -> 
 
         def submit():
             while min(load) < IN_FLIGHT:
+                # Results wait in ``done`` for the slowest item: new items only while fewer than
+                # 2 * IN_FLIGHT per worker are out or waiting (a slow first item does not let
+                # the other actors read the whole input ahead).
+                if not retry and len(pending) + len(done) >= 2 * IN_FLIGHT * workers:
+                    return
                 job = retry.popleft() if retry else next(source, None)
                 if job is None:
                     return
@@ -258,6 +263,7 @@ def _ray_map(make, call, items: Iterable, workers: int, address: str | None) -> 
             while nxt in done:
                 yield done.pop(nxt)
                 nxt += 1
+            submit()  # the window has room again
     finally:
         for a in actors:
             ray.kill(a, no_restart=True)
