@@ -10,7 +10,7 @@ without any localizer:
 2. image pairs: the 20 nearest by ground-truth pose and the 2 next frames (only to choose
    which pairs to match), matched by mutual nearest neighbours with the ratio test and
    verified by RANSAC two-view geometry (pycolmap; no ground truth involved);
-3. incremental structure-from-motion of all frames (pycolmap), intrinsics fixed at the
+3. incremental structure-from-motion of all frames (``pramloc.sfm.reconstruct``), intrinsics fixed at the
    known ones;
 4. ``sfm``: that model aligned to the ground truth by a robust similarity of the *map*
    frames' camera centres (only a starting point: centres along a handheld path leave the
@@ -36,6 +36,7 @@ bench/out/gt_check/<scene>_map_held.txt (``name qw qx qy qz tx ty tz``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -67,7 +68,7 @@ def image_consistent_poses(scene_name: str, work: Path, log=print) -> tuple:
     from pramloc.datasets import apply_split, load_dataset
     from pramloc.features import main as extract
     from pramloc.geometry import Camera, Pose, project
-    from pramloc.sfm import _match_pairs, _write_database, known_pose_model, pairs_from_poses
+    from pramloc.sfm import pairs_from_poses, reconstruct
 
     kind, root, db_split, _, preset = SCENES[scene_name]
     scene = load_dataset(kind, root)
@@ -77,35 +78,9 @@ def image_consistent_poses(scene_name: str, work: Path, log=print) -> tuple:
     order = sorted(scene.names)
     pairs = set(pairs_from_poses(scene, 20, conf.triangulation.max_pair_distance, 60.0))
     pairs |= {(a, b) for k in (1, 2) for a, b in zip(order, order[k:])}
-    pairs = sorted(pairs)
     log(f"{len(scene.names)} frames, {len(pairs)} pairs")
-    matches = _match_pairs(scene, feats, pairs, 0.8, known_poses=False)
-    # Known intrinsics in the database (the poses in it are not used by the mapper).
-    from pramloc.io import read_features
-
-    rec0 = known_pose_model(scene.names, [im.camera for im in scene.images], [im.pose for im in scene.images],
-                            [read_features(feats, n)["keypoints"] for n in scene.names])
-    db_path = work / "database.db"
-    _write_database(db_path, scene, feats, rec0)
-    ids = {n: i for i, n in enumerate(scene.names, 1)}
-    with pycolmap.Database.open(str(db_path)) as db:
-        for cam in db.read_all_cameras():  # held fixed: without a prior the mapper refines it
-            cam.has_prior_focal_length = True
-            db.update_camera(cam)
-        for (a, b), m in matches.items():
-            db.write_matches(ids[a], ids[b], m.astype(np.uint32))
-    pairs_txt = work / "pairs.txt"
-    pairs_txt.write_text("".join(f"{a} {b}\n" for a, b in matches))
-    pycolmap.verify_matches(str(db_path), str(pairs_txt))
-    opts = pycolmap.IncrementalPipelineOptions()
-    opts.ba_refine_focal_length = opts.ba_refine_principal_point = opts.ba_refine_extra_params = False
-    opts.mapper.abs_pose_refine_focal_length = opts.mapper.abs_pose_refine_extra_params = False
-    opts.random_seed = 0
-    out = work / "sfm"
-    out.mkdir(exist_ok=True)
-    log("incremental mapping of all frames (pycolmap)")
-    models = pycolmap.incremental_mapping(str(db_path), str(scene.image_dir), str(out), options=opts)
-    rec = max(models.values(), key=lambda r: r.num_reg_images())
+    # Poses ignored, the known intrinsics kept fixed.
+    rec = reconstruct(scene, feats, work, dataclasses.replace(conf.triangulation, ratio=0.8), pairs=sorted(pairs))
     log(f"SfM registered {rec.num_reg_images()}/{len(scene.names)} frames, {rec.num_points3D()} points, "
         f"{rec.compute_mean_reprojection_error():.2f} px")
     gt = {im.name: im.pose for im in scene.images}
@@ -153,12 +128,6 @@ def image_consistent_poses(scene_name: str, work: Path, log=print) -> tuple:
     return gt, sfm, held, map_names, reproj, stats
 
 
-def errors(est, ref) -> tuple[float, float]:
-    from pramloc.evaluate import pose_errors
-
-    return pose_errors(est, ref)
-
-
 def recall(errs: list[tuple[float, float] | None]) -> dict:
     n = len(errs)
     return {f"{t}m,{r}deg": round(100 * sum(e is not None and e[0] <= t and e[1] <= r for e in errs) / n, 1)
@@ -177,6 +146,7 @@ def stretches(names: list[str], size: int = 60) -> dict[str, list[str]]:
 
 def main(scene_name: str, results: list[Path]) -> dict:
     from pramloc.datasets import apply_split, load_dataset
+    from pramloc.evaluate import pose_errors as errors
     from pramloc.evaluate import read_results
     from pramloc.io import write_poses
 

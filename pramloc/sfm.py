@@ -84,11 +84,16 @@ def _write_database(db_path: Path, scene: Scene, features: Path, rec: pycolmap.R
         for i, name in enumerate(scene.names, 1):
             f = read_features(features, name)
             kps = f["keypoints"].astype(np.float32) + 0.5
-            if rec is None:  # unknown intrinsics: one SIMPLE_RADIAL camera per image
+            if rec is None:  # one camera per image: the scene's (kept), else a SIMPLE_RADIAL guess
                 w, h = int(f["image_size"][0]), int(f["image_size"][1])
-                focal = 1.2 * max(w, h)
-                cam = pycolmap.Camera(model="SIMPLE_RADIAL", width=w, height=h,
-                                      params=[focal, w / 2, h / 2, 0.0], camera_id=i)
+                known = scene[name].camera
+                if known is not None:
+                    cam = known.to_pycolmap()
+                    cam.camera_id, cam.has_prior_focal_length = i, True
+                else:
+                    focal = 1.2 * max(w, h)
+                    cam = pycolmap.Camera(model="SIMPLE_RADIAL", width=w, height=h,
+                                          params=[focal, w / 2, h / 2, 0.0], camera_id=i)
                 db.write_camera(cam, use_camera_id=True)
                 rig = pycolmap.Rig(rig_id=i)
                 rig.add_ref_sensor(cam.sensor_id)
@@ -272,17 +277,19 @@ def triangulate(scene: Scene, features: Path, work_dir: Path, conf: Triangulatio
 
 
 def reconstruct(scene: Scene, features: Path, work_dir: Path, conf: TriangulationConfig,
-                seed: int = 0, feature_conf: FeatureConfig | None = None, workers: int = 1) -> pycolmap.Reconstruction:
-    """Structure-from-motion from images alone (exhaustive pairs, incremental mapping
-    seeded with ``seed``).
+                seed: int = 0, feature_conf: FeatureConfig | None = None, workers: int = 1,
+                pairs: list[tuple[str, str]] | None = None) -> pycolmap.Reconstruction:
+    """Structure-from-motion from images alone (``pairs``, by default all of them, verified
+    by two-view RANSAC; incremental mapping seeded with ``seed``). Poses are ignored;
+    when every image has a camera, the intrinsics are those and stay fixed.
 
     Returns the largest model; images it could not register are dropped with a warning.
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    pairs = exhaustive_pairs(scene.names)
+    pairs = exhaustive_pairs(scene.names) if pairs is None else pairs
     matcher = pair_matcher(conf, feature_conf, len(pairs), sfm=True)
-    logger.info("Structure-from-motion: matching %d image pairs exhaustively (%s).", len(pairs), matcher)
+    logger.info("Structure-from-motion: matching %d image pairs (%s).", len(pairs), matcher)
     matches = _match_pairs(scene, features, pairs, conf.ratio, known_poses=False, matcher=matcher,
                            feature_conf=feature_conf, workers=workers)
     db_path = work_dir / "database.db"
@@ -302,6 +309,9 @@ def reconstruct(scene: Scene, features: Path, work_dir: Path, conf: Triangulatio
     opts.triangulation.ignore_two_view_tracks = False
     opts.random_seed = seed
     opts.mapper.init_min_tri_angle = conf.sfm_init_min_tri_angle
+    if all(im.camera is not None for im in scene.images):  # known intrinsics: keep them
+        opts.ba_refine_focal_length = opts.ba_refine_principal_point = opts.ba_refine_extra_params = False
+        opts.mapper.abs_pose_refine_focal_length = opts.mapper.abs_pose_refine_extra_params = False
     logger.info("Running incremental mapping (pycolmap).")
     models = pycolmap.incremental_mapping(str(db_path), str(scene.image_dir), str(out), options=opts)
     db_path.unlink()

@@ -136,6 +136,23 @@ def test_images_only_runs_sfm(sacre_root, tmp_path):
     assert m.cameras[0].model == "SIMPLE_RADIAL"
 
 
+def test_sfm_keeps_known_intrinsics(kitchen_root, kitchen_split, tmp_path):
+    """Structure-from-motion ignores the poses but keeps the scene's known cameras fixed
+    (without a prior focal length the mapper would refine it away from 525 px)."""
+    import dataclasses
+
+    from pramloc import features, sfm
+    from pramloc.config import TriangulationConfig, load_config
+    from pramloc.datasets import load_dataset
+
+    scene = load_dataset("7scenes", kitchen_root, kitchen_split)
+    scene = dataclasses.replace(scene, images=[dataclasses.replace(im, pose=None) for im in scene.images])
+    feats = features.main(load_config("indoor").features, scene.image_dir, scene.names, tmp_path / "f.h5")
+    rec = sfm.reconstruct(scene, feats, tmp_path / "work", TriangulationConfig())
+    assert rec.num_reg_images() >= 6
+    assert all(c.model.name == "PINHOLE" and np.allclose(c.params, [525, 525, 320, 240]) for c in rec.cameras.values())
+
+
 def test_bad_inputs_give_one_line_errors(kitchen_root, tmp_path):
     def err(args):
         res = run(args, ok=False)
