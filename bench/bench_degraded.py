@@ -1,12 +1,13 @@
 """Degraded queries: the 7-Scenes interleaved queries made dark, noisy and motion-blurred,
 localized against each extractor's map in one run.
 
-    python bench/bench_degraded.py [--extractors sift xfeat disk] [--degradations dark noise blur]
+    python bench/bench_degraded.py [--extractors sift xfeat disk] [--degradations dark noise blur combined]
                                    [--modes auto] [--train-minutes M] [--seed 0]
 
 - ``dark``: gamma 2.5 on [0, 1] intensities (``255 (I / 255) ^ 2.5``);
 - ``noise``: additive Gaussian noise, sigma 8 grey levels, per channel, clipped to [0, 255];
-- ``blur``: horizontal linear motion blur over 7 px (a 1x7 box kernel).
+- ``blur``: horizontal linear motion blur over 7 px (a 1x7 box kernel);
+- ``combined``: all three on one image, in the camera's order (blur, then dark, then noise).
 
 The copies are generated (seeded: ``--seed``, plus the query's index for the noise) into
 bench/out/degraded/<degradation>/ with the dataset's relative names (JPEG quality 95),
@@ -36,11 +37,15 @@ from common import OUT, RESULTS, SCENES, stamp  # noqa: E402
 
 SCENE = "7scenes-interleaved"
 GAMMA, NOISE_SIGMA, BLUR_PX = 2.5, 8.0, 7
-DEGRADATIONS = ("dark", "noise", "blur")
+DEGRADATIONS = ("dark", "noise", "blur", "combined")
 
 
 def degrade(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     """One degradation of a uint8 image (H, W[, 3]); returns uint8 of the same shape."""
+    if kind == "combined":  # in the camera's order: motion blur, low light, sensor noise
+        for k in ("blur", "dark", "noise"):
+            image = degrade(image, k, rng)
+        return image
     x = image.astype(np.float32)
     if kind == "dark":
         x = 255.0 * (x / 255.0) ** GAMMA

@@ -168,7 +168,7 @@ def features_table(feats):
 def degraded_table(degs):
     """7-Scenes interleaved queries degraded (bench/bench_degraded.py), every extractor in one run."""
     lines = head("Degraded queries (bench/bench_degraded.py: 7-Scenes interleaved, dark gamma 2.5 / Gaussian noise "
-                 "sigma 8 / 7 px motion blur, seed 0)",
+                 "sigma 8 / 7 px motion blur, and combined: all three, in the camera's order, seed 0)",
                  f"degradation | features | mode | {THRESHOLDS} | median cm | failed | features ms | total ms (median)")
     kinds = sorted({k for r in degs.values() for k in r["degradations"]})
     for kind in kinds:
@@ -177,6 +177,23 @@ def degraded_table(degs):
                 lines.append(f"| {kind} | {x} | {mode} | {_recall_cells(m)} | {m['median_translation_cm']:.2f} | "
                              f"{m['failed']} | {m['time']['features']['median_ms']:.0f} | "
                              f"{m['time']['total']['median_ms']:.0f} |")
+    return lines
+
+
+def seeds_table(seeds):
+    """Each mode with several RANSAC seeds in one run (bench/bench_seeds.py)."""
+    lines = head("RANSAC seed spread (bench/bench_seeds.py: the same map and queries, one run per scene; "
+                 "mean [min, max] over the seeds)",
+                 f"scene | mode | against | seeds | {THRESHOLDS} | failed | date, commit")
+    for key, r in seeds.items():
+        for mode, entry in r["modes"].items():
+            for ref, e in entry.items():
+                sp = e["spread"]
+                cells = " | ".join(f"{100 * v['mean']:.1f} [{100 * v['min']:.1f}, {100 * v['max']:.1f}]"
+                                   for k, v in sp.items() if k.endswith("deg") and "median" not in k)
+                lines.append(f"| {r['scene']}{' (' + key.split('_', 1)[1] + ')' if '_' in key[len(r['scene']):] else ''} "
+                             f"| {mode} | {ref.replace('_', ' ')} | {len(r['seeds'])} | {cells} | "
+                             f"{sp['failed']['mean']:.1f} | {r['date']}, {r['commit']} |")
     return lines
 
 
@@ -209,6 +226,9 @@ def main() -> Path:
         lines += failures_table(fails) + [""]
     if soaks:
         lines += soak_table(soaks) + [""]
+    seeds = _load("seeds")
+    if seeds:
+        lines += seeds_table(seeds) + [""]
     feats, degs = _load("features"), _load("degraded")
     nights = {k: v for k, v in _load("night").items() if k.split("-")[0] in ("sift", "xfeat", "disk")}
     if feats:
