@@ -98,3 +98,28 @@ def test_cuda_matches_cpu(pair):
     assert m.is_cuda
     common = {tuple(x) for x in m.cpu().numpy()} & {tuple(x) for x in ref}
     assert len(common) >= 0.99 * len(ref)
+
+
+@pytest.mark.parametrize("ratio,mutual", [(None, True), (0.9, True), (0.8, False), (None, False)])
+def test_same_matches_as_kornia_on_cdist(pair, ratio, mutual):
+    """The distance matrix is computed in a reused buffer (no page faults on large ones):
+    the matches are kornia's on torch.cdist, for every option, a larger matrix in between."""
+    import kornia.feature as KF
+
+    from pramloc.matching import _distances
+
+    f0, f1 = pair
+    q, db = torch.from_numpy(f0["descriptors"]).float(), torch.from_numpy(f1["descriptors"]).float()
+    torch.testing.assert_close(_distances(q, db).clone(), torch.cdist(q, db), atol=1e-5, rtol=0)
+    fn = {(None, True): KF.match_mnn, (None, False): KF.match_nn}.get((ratio, mutual))
+    g = torch.Generator().manual_seed(0)
+    noisy = torch.nn.functional.normalize(db + 0.05 * torch.randn(db.shape, generator=g), dim=1)
+    for a, b in [(q, db), (q, torch.cat([db, noisy])), (q[:300], db)]:
+        dm = torch.cdist(a, b)
+        _, ref = (fn(a, b, dm=dm) if fn is not None else
+                  (KF.match_smnn if mutual else KF.match_snn)(a, b, th=ratio, dm=dm))
+        ref = ref.long()[torch.argsort(ref[:, 0].long(), stable=True)]
+        m, dist = match(a, b, ratio=ratio, mutual=mutual)
+        assert len(m) > 0
+        torch.testing.assert_close(m, ref)
+        torch.testing.assert_close(dist, dm[m[:, 0], m[:, 1]], atol=1e-5, rtol=0)
