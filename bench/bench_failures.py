@@ -36,7 +36,7 @@ import numpy as np
 os.environ.setdefault("GLOG_minloglevel", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import OUT, RESULTS, SCENES, stamp  # noqa: E402
+from common import OUT, RESULTS, SCENES, map_held_poses, stamp  # noqa: E402
 
 CAUSES = ("within 5cm/5deg", "ground truth off", "inaccurate pose", "wrong pose accepted", "no landmark recognized",
           "wrong landmarks", "right landmarks, too few inliers", "wrong images retrieved",
@@ -103,12 +103,7 @@ def run(scene: str, results: Path | None = None, map_dir: Path | None = None, ta
     m = load_map(map_dir)
     map_poses = dict(zip(m.image_names, m.poses))
     dominant = dominant_landmarks(scene, map_dir)
-    held_path = OUT / "gt_check" / f"{scene}_map_held.txt"
-    held = {}
-    if held_path.exists():
-        from pramloc.io import read_poses
-
-        held = read_poses(held_path)
+    held = map_held_poses(scene)
     report = {**stamp(), "scene": scene, "results": str(results), "tag": tag, "map_held": bool(held), "modes": {}}
     for mode in runs:
         log = results / f"{scene}_{mode}_log.jsonl"

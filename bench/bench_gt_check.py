@@ -48,10 +48,7 @@ import numpy as np
 os.environ.setdefault("GLOG_minloglevel", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import OUT, RESULTS, SCENES, stamp  # noqa: E402
-
-THRESHOLDS = ((0.05, 5.0), (0.25, 2.0), (0.5, 5.0), (5.0, 10.0))
-
+from common import RESULTS, SCENES, map_held_path, stamp  # noqa: E402
 
 def frame_number(name: str) -> int:
     return int(Path(name).name.split("-")[1].split(".")[0])
@@ -128,10 +125,15 @@ def image_consistent_poses(scene_name: str, work: Path, log=print) -> tuple:
     return gt, sfm, held, map_names, reproj, stats
 
 
-def recall(errs: list[tuple[float, float] | None]) -> dict:
-    n = len(errs)
-    return {f"{t}m,{r}deg": round(100 * sum(e is not None and e[0] <= t and e[1] <= r for e in errs) / n, 1)
-            for t, r in THRESHOLDS}
+def recall(results: dict, ref: dict, names: list[str]) -> dict:
+    """Percent of ``names`` whose pose in ``results`` is within each threshold of ``ref``
+    (:func:`pramloc.evaluate.evaluate`; a name without a pose in ``results`` is a miss, one
+    without a pose in ``ref`` is left out)."""
+    from pramloc.evaluate import evaluate
+
+    names = [n for n in names if n in ref]
+    ev = evaluate({n: results[n] for n in names if n in results}, ref, queries=names)
+    return {f"{t['translation']}m,{t['rotation_deg']}deg": round(100 * t["recall"], 1) for t in ev["recall"]}
 
 
 def stretches(names: list[str], size: int = 60) -> dict[str, list[str]]:
@@ -155,10 +157,8 @@ def main(scene_name: str, results: list[Path]) -> dict:
     gt, sfm, held, map_names, reproj, stats = image_consistent_poses(scene_name, work)
     scene = load_dataset(kind, root)
     queries = apply_split(scene.names, qsplit, root)
-    out_dir = OUT / "gt_check"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_poses(out_dir / f"{scene_name}_map_held.txt", held)
-    write_poses(out_dir / f"{scene_name}_sfm.txt", sfm)
+    write_poses(map_held_path(scene_name), held)
+    write_poses(map_held_path(scene_name).with_name(f"{scene_name}_sfm.txt"), sfm)
     report = {**stamp(), "scene": scene_name, "frames": len(gt), **stats,
               "map_frames_vs_sfm": {}, "queries": {}, "results": {}}
     # Map frames are held at their ground truth: how well it agrees with their own images.
@@ -171,22 +171,19 @@ def main(scene_name: str, results: list[Path]) -> dict:
                                    "median_deg": round(float(np.median(e[:, 1])), 2)}
     groups = stretches(queries)
     for label, names in [("all", queries), *groups.items()]:
-        d = [errors(held[n], gt[n]) if n in held else None for n in names]
-        ok = [x for x in d if x is not None]
+        ok = [errors(held[n], gt[n]) for n in names if n in held]
         report["queries"][label] = {
             "queries": len(names), "refined": len(ok),
             "gt_vs_map_held_median_cm": round(float(np.median([x[0] for x in ok])) * 100, 2) if ok else None,
             "gt_vs_map_held_median_deg": round(float(np.median([x[1] for x in ok])), 2) if ok else None,
-            "gt_within_5cm5deg_of_map_held": recall(d)["0.05m,5.0deg"],
+            "gt_within_5cm5deg_of_map_held": recall(held, gt, names)["0.05m,5.0deg"],
             "reprojection_px_map_held": round(float(np.median([reproj[n]["map_held"] for n in names])), 2),
             "reprojection_px_ground_truth": round(float(np.median([reproj[n]["ground_truth"] for n in names])), 2)}
     for path in results:
         est = read_results(path, gt)
         row = {}
         for label, names in [("all", queries), *groups.items()]:
-            vs_gt = [errors(est[n], gt[n]) if n in est else None for n in names]
-            vs_held = [errors(est[n], held[n]) if n in est and n in held else None for n in names]
-            row[label] = {"vs_ground_truth": recall(vs_gt), "vs_map_held": recall(vs_held)}
+            row[label] = {"vs_ground_truth": recall(est, gt, names), "vs_map_held": recall(est, held, names)}
         report["results"][path.stem] = row
         print(f"{path.stem}: 5cm/5deg vs ground truth {row['all']['vs_ground_truth']['0.05m,5.0deg']}%, "
               f"vs map-held {row['all']['vs_map_held']['0.05m,5.0deg']}%")

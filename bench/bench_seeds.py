@@ -25,37 +25,35 @@ import numpy as np
 os.environ.setdefault("GLOG_minloglevel", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import OUT, RESULTS, SCENES, stamp  # noqa: E402
+from common import OUT, RESULTS, SCENES, map_held_poses, stamp  # noqa: E402
 
 
 def _summary(ev: dict) -> dict:
-    return {"recall": {f"{t['translation']}m,{t['rotation_deg']}deg": round(t["recall"], 6) for t in ev["recall"]},
+    return {"recall": {f"{t['translation']}m,{t['rotation_deg']}deg": t["recall"] for t in ev["recall"]},
             "median_translation_cm": round(ev["median_translation"] * 100, 2),
             "median_rotation_deg": round(ev["median_rotation_deg"], 3), "failed": len(ev["missing"])}
 
 
+def _stats(values) -> dict:
+    v = np.asarray(values, float)
+    return {"mean": round(float(v.mean()), 6), "min": float(v.min()), "max": float(v.max())}
+
+
 def _spread(runs: list[dict]) -> dict:
-    out = {}
-    for key in runs[0]["recall"]:
-        v = np.array([r["recall"][key] for r in runs])
-        out[key] = {"mean": round(float(v.mean()), 6), "min": round(float(v.min()), 6), "max": round(float(v.max()), 6)}
-    for key in ("median_translation_cm", "median_rotation_deg", "failed"):
-        v = np.array([r[key] for r in runs], float)
-        out[key] = {"mean": round(float(v.mean()), 3), "min": float(v.min()), "max": float(v.max())}
-    return out
+    """Mean, min and max over the seeds' runs, of each recall and of the other numbers."""
+    return {"recall": {k: _stats([r["recall"][k] for r in runs]) for k in runs[0]["recall"]},
+            **{k: _stats([r[k] for r in runs]) for k in ("median_translation_cm", "median_rotation_deg", "failed")}}
 
 
 def run(scene: str, modes: list[str], seeds: list[int], overrides: dict, tag: str = "") -> dict:
     from pramloc.datasets import load_dataset
     from pramloc.evaluate import evaluate
-    from pramloc.io import read_poses
     from pramloc.localize import Localizer
 
     kind, root, _, qsplit, _ = SCENES[scene]
     queries = load_dataset(kind, root, qsplit)
     gt = {im.name: im.pose for im in queries.images}
-    held_path = OUT / "gt_check" / f"{scene}_map_held.txt"
-    held = {k: v for k, v in read_poses(held_path).items() if k in gt} if held_path.exists() else None
+    held = {k: v for k, v in map_held_poses(scene).items() if k in gt}
     map_dir = OUT / "maps" / scene
     locs = {(m, s): Localizer(map_dir, m, {**overrides, "seed": s}) for m in modes for s in seeds}
     poses = {k: {} for k in locs}
@@ -64,18 +62,18 @@ def run(scene: str, modes: list[str], seeds: list[int], overrides: dict, tag: st
             r = loc.localize(queries.path(im.name), im.camera, im.name)
             if r.pose is not None:
                 poses[k][im.name] = r.pose
-    report = {**stamp(), "scene": scene, "queries": len(gt), "seeds": seeds, "overrides": overrides,
-              "map_held": held is not None, "modes": {}}
+    report = {**stamp(), "scene": scene, "tag": tag, "queries": len(gt), "seeds": seeds, "overrides": overrides,
+              "map_held": bool(held), "modes": {}}
     for m in modes:
         entry = {"ground_truth": {"runs": [_summary(evaluate(poses[m, s], gt)) for s in seeds]}}
-        if held is not None:
+        if held:
             entry["map_held"] = {"runs": [_summary(evaluate(poses[m, s], held)) for s in seeds]}
         for ref in entry.values():
             ref["spread"] = _spread(ref["runs"])
         report["modes"][m] = entry
         for name, ref in entry.items():
             print(f"{scene} {m:12s} vs {name:12s}", {k: f"{100 * v['mean']:.1f} [{100 * v['min']:.1f}, {100 * v['max']:.1f}]"
-                                                     for k, v in ref["spread"].items() if "deg" in k and "median" not in k})
+                                                     for k, v in ref["spread"]["recall"].items()})
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"seeds_{scene}{'_' + tag if tag else ''}.json").write_text(json.dumps(report, indent=2))
     return report

@@ -48,3 +48,17 @@ def commit() -> str:
 
 def stamp() -> dict:
     return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "machine": machine(), "commit": commit()}
+
+
+def map_held_path(scene: str) -> Path:
+    """Where bench/bench_gt_check.py writes ``scene``'s map-held query poses."""
+    return OUT / "gt_check" / f"{scene}_map_held.txt"
+
+
+def map_held_poses(scene: str) -> dict:
+    """``scene``'s map-held poses (name -> world-to-camera Pose, every frame), {} where
+    bench/bench_gt_check.py was not run."""
+    from pramloc.io import read_poses
+
+    path = map_held_path(scene)
+    return read_poses(path) if path.exists() else {}

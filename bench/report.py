@@ -185,13 +185,13 @@ def seeds_table(seeds):
     lines = head("RANSAC seed spread (bench/bench_seeds.py: the same map and queries, one run per scene; "
                  "mean [min, max] over the seeds)",
                  f"scene | mode | against | seeds | {THRESHOLDS} | failed | date, commit")
-    for key, r in seeds.items():
+    for r in seeds.values():
         for mode, entry in r["modes"].items():
             for ref, e in entry.items():
                 sp = e["spread"]
                 cells = " | ".join(f"{100 * v['mean']:.1f} [{100 * v['min']:.1f}, {100 * v['max']:.1f}]"
-                                   for k, v in sp.items() if k.endswith("deg") and "median" not in k)
-                lines.append(f"| {r['scene']}{' (' + key.split('_', 1)[1] + ')' if '_' in key[len(r['scene']):] else ''} "
+                                   for v in sp["recall"].values())
+                lines.append(f"| {r['scene']}{' (' + r['tag'] + ')' if r.get('tag') else ''} "
                              f"| {mode} | {ref.replace('_', ' ')} | {len(r['seeds'])} | {cells} | "
                              f"{sp['failed']['mean']:.1f} | {r['date']}, {r['commit']} |")
     return lines
