@@ -101,11 +101,22 @@ def _pair_distances(desc_a: np.ndarray, desc_b: np.ndarray, ia: np.ndarray, ib: 
     return np.sqrt(out)
 
 
-def _group_sort(group: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """Order sorting by ``group`` then ``value`` (>= 0): one argsort on a combined key."""
-    if len(value) == 0:
-        return np.zeros(0, np.int64)
-    return np.argsort(group * (float(value.max()) + 1.0) + value, kind="stable")
+def _nearest_per_group(group: np.ndarray, value: np.ndarray, num_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs grouped by ``group`` (K,) ints in [0, num_groups), ``value`` (K,) float32:
+    per group present, in group order, the index of its pair of smallest value (the first
+    in input order on ties) and the group's second-smallest value (inf for a lone pair).
+    One stable sort by group (a radix sort on uint16 keys when the groups fit), then
+    reductions over the groups' runs."""
+    if len(group) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, value.dtype)
+    order = np.argsort(group.astype(np.uint16) if num_groups <= 1 << 16 else group, kind="stable")
+    g, v = group[order], value[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    smallest = np.minimum.reduceat(v, starts)
+    hits = np.flatnonzero(v == np.repeat(smallest, np.diff(np.r_[starts, len(v)])))
+    first = hits[np.searchsorted(hits, starts)]  # every run holds its minimum
+    v[first] = np.inf
+    return order[first], np.minimum.reduceat(v, starts)
 
 
 def match_by_projection(pose: Pose, camera: Camera, query_kps: np.ndarray, query_desc: np.ndarray,
@@ -143,21 +154,14 @@ def match_by_projection(pose: Pose, camera: Camera, query_kps: np.ndarray, query
         return empty
     qi, pj = pairs["i"].astype(np.int64), vis_idx[pairs["j"]].astype(np.int64)
     dist = _pair_distances(qd, md, qi, pj)
-    # Per keypoint: nearest and second-nearest candidate by descriptor distance.
-    order = _group_sort(qi, dist)
-    qi, pj, dist = qi[order], pj[order], dist[order]
-    first = np.flatnonzero(np.r_[True, qi[1:] != qi[:-1]])
-    has_second = np.r_[first[1:], len(qi)] - first > 1
-    second = np.where(has_second, dist[np.minimum(first + 1, len(dist) - 1)], np.inf)
-    keep = first if ratio is None else first[dist[first] <= ratio * second]
-    qi, pj, dist = qi[keep], pj[keep], dist[keep]
-    # One keypoint per map point: the closest in descriptor space.
-    order = _group_sort(pj, dist)
-    qi, pj, dist = qi[order], pj[order], dist[order]
-    unique = np.r_[True, pj[1:] != pj[:-1]]
-    qi, pj, dist = qi[unique], pj[unique], dist[unique]
-    order = np.argsort(qi, kind="stable")
-    return np.stack([qi[order], pj[order]], 1), dist[order].astype(np.float32)
+    # Per keypoint: its nearest candidate by descriptor distance, if it passes the ratio test
+    # against the second nearest; then one keypoint per map point, the closest.
+    best, second = _nearest_per_group(qi, dist, len(kps))
+    if ratio is not None:
+        best = best[dist[best] <= ratio * second]
+    best = best[_nearest_per_group(pj[best], dist[best], len(xyz))[0]]
+    best = best[np.argsort(qi[best], kind="stable")]
+    return np.stack([qi[best], pj[best]], 1), dist[best]
 
 
 def refine_by_projection(pose: Pose | PoseEstimate, camera: Camera, query_kps: np.ndarray,

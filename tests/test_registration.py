@@ -174,6 +174,26 @@ def test_match_by_projection_visibility(scene):
 
 
 
+@pytest.mark.parametrize("num_groups", [50, 70_000])  # radix-sorted uint16 keys, and wider ones
+def test_nearest_per_group_matches_a_loop(num_groups):
+    """The grouped nearest/second-nearest of the matching by projection, against a plain
+    loop: ties go to the first pair in input order, a lone pair's second value is inf."""
+    from pramloc.registration import _nearest_per_group
+
+    rng = np.random.default_rng(0)
+    group = rng.choice(rng.choice(num_groups, 40, replace=False), 400)
+    value = rng.integers(0, 30, 400).astype(np.float32)  # many ties
+    best, second = _nearest_per_group(group, value, num_groups)
+    present = np.unique(group)
+    assert len(best) == len(second) == len(present)
+    for g, b, s2 in zip(present, best, second):
+        idx = np.flatnonzero(group == g)
+        assert b == idx[np.argmin(value[idx])]  # argmin: the first of equal values
+        rest = np.delete(value[idx], np.argmin(value[idx]))
+        assert s2 == (rest.min() if len(rest) else np.inf)
+    assert [len(a) for a in _nearest_per_group(group[:0], value[:0], num_groups)] == [0, 0]
+
+
 def test_solve_pose_names_the_threshold_missed(scene):
     records, depths, max_error, _ = scene
     record = records[0]
