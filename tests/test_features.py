@@ -55,3 +55,37 @@ def test_blank_image_has_no_keypoints():
     conf = load_config("indoor").features
     f = features.extract_image(np.full((480, 640), 128, np.uint8), conf)
     assert f["keypoints"].shape == (0, 2) and f["descriptors"].shape == (0, 128)
+
+
+_FAULTS = """
+import resource, sys
+import pramloc
+from pramloc.features import extract_path
+faults = []
+for _ in range(4):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    extract_path(sys.argv[1], {"name": "sift", "max_side": 640, "max_keypoints": 2048})
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(max(faults[1:]))
+"""
+
+
+def test_extraction_reuses_freed_memory(kitchen_root):
+    """pramloc tunes glibc's malloc on import: after the first image, a SIFT extraction
+    takes no fresh pages from the system (with glibc's initial thresholds fixed, thousands:
+    the image pyramid re-faulted at every extraction); thresholds set in the environment
+    are left alone."""
+    import os
+    import subprocess
+    import sys
+
+    image = str(kitchen_root / frame(0))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+
+    def faults(**extra) -> int:
+        out = subprocess.run([sys.executable, "-c", _FAULTS, image], env={**env, **extra},
+                             capture_output=True, text=True, check=True)
+        return int(out.stdout.split()[-1])
+
+    assert faults() < 500
+    assert faults(MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072") > 5000
