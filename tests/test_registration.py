@@ -173,7 +173,6 @@ def test_match_by_projection_visibility(scene):
     assert m.shape == (0, 2)
 
 
-
 @pytest.mark.parametrize("num_groups", [50, 70_000])  # radix-sorted uint16 keys, and wider ones
 def test_nearest_per_group_matches_a_loop(num_groups):
     """The grouped nearest/second-nearest of the matching by projection, against a plain
