@@ -132,7 +132,9 @@ def match_by_projection(pose: Pose, camera: Camera, query_kps: np.ndarray, query
     index) and their descriptor distances (K,).
     """
     kps = np.asarray(query_kps, dtype=np.float64).reshape(-1, 2)
-    qd, md = _as_numpy(query_desc).astype(np.float32), _as_numpy(map_desc).astype(np.float32)
+    # Read only (no copy when already float32: the map's descriptors are dequantized per query).
+    qd = _as_numpy(query_desc).astype(np.float32, copy=False)
+    md = _as_numpy(map_desc).astype(np.float32, copy=False)
     xyz = np.asarray(map_xyz, dtype=np.float64).reshape(-1, 3)
     if len(kps) != len(qd) or len(xyz) != len(md):
         raise PramlocError(f"match_by_projection: {len(kps)} keypoints / {len(qd)} descriptors, "
