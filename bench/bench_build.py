@@ -61,7 +61,11 @@ def run(scene: str, train_minutes: float | None, device: str | None, overrides: 
 
     shutil.rmtree(cache_dir(out), ignore_errors=True)
     t = time.perf_counter()
-    manifest = build.main(conf, load_dataset(kind, root, db), out, overwrite=True, train=train, device=device)
+    from pramloc.parallel import num_cores
+
+    # As `pramloc build-map` runs it: feature extraction and pair matching on one process per core.
+    manifest = build.main(conf, load_dataset(kind, root, db), out, overwrite=True, train=train, device=device,
+                          workers=num_cores())
     wall = time.perf_counter() - t
     parts = mapio.part_sizes(out)
     h5 = mapio.h5_part_sizes(out)

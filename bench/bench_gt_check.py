@@ -77,7 +77,7 @@ def image_consistent_poses(scene_name: str, work: Path, log=print) -> tuple:
     pairs |= {(a, b) for k in (1, 2) for a, b in zip(order, order[k:])}
     log(f"{len(scene.names)} frames, {len(pairs)} pairs")
     # Poses ignored, the known intrinsics kept fixed.
-    rec = reconstruct(scene, feats, work, dataclasses.replace(conf.triangulation, ratio=0.8), pairs=sorted(pairs))
+    rec = reconstruct(scene, feats, work, conf.triangulation, pairs=sorted(pairs)).model
     log(f"SfM registered {rec.num_reg_images()}/{len(scene.names)} frames, {rec.num_points3D()} points, "
         f"{rec.compute_mean_reprojection_error():.2f} px")
     gt = {im.name: im.pose for im in scene.images}

@@ -207,6 +207,75 @@ def night_table(nights):
     return lines
 
 
+def photos_table(photos):
+    """A real photo collection (bench/bench_photos.py): COLMAP's pipeline, pramloc from the images
+    alone (112 and 64 photos) and from the reference poses, one run."""
+    lines = []
+    for scene, r in photos.items():
+        st, h = r["steps"], r["hloc"]
+        lines += head(f"Photo collection: {scene} (bench/bench_photos.py, {r['date']}, {r['commit']})",
+                      "build | photos registered | pairs matched | features s | pairs s | SfM / triangulation s | "
+                      "landmarks s | retrieval s | recognizer s | total s | peak RAM MB (main / workers) | "
+                      "map MB | map residual vs reference (median / RMS)")
+        c = st.get("colmap")
+        if c:
+            al = c["alignment"]
+            lines.append(f"| COLMAP (pycolmap defaults: SIFT, exhaustive, incremental) | {c['registered']}/{c['images']} | "
+                         f"{c['pairs']} | {c['timings']['features']:.0f} | - | {c['timings']['matching'] + c['timings']['mapping']:.0f} "
+                         f"(matching {c['timings']['matching']:.0f}, mapping {c['timings']['mapping']:.0f}) | - | - | - | "
+                         f"{c['total_s']:.0f} | {c['peak_rss_mb']:.0f} / {c['peak_rss_workers_mb']:.0f} | "
+                         f"{c['disk_bytes'] / 1e6:.1f} (database + model) | {al['residual_median']:.4f} / {al['residual_rms']:.4f} |")
+        lines.append(f"| hloc-SIFT (issue 22, its own run) | {h['registered']} | {h['pairs']} | {h['features_s']} | - | "
+                     f"{h['matching_s'] + h['mapping_s']} (matching {h['matching_s']}, mapping {h['mapping_s']}) | - | - | - | "
+                     f"{h['features_s'] + h['matching_s'] + h['mapping_s']} | - | - | - |")
+        for key, label in (("images", "pramloc, images alone, 112 photos"), ("images64", "pramloc, images alone, first 64"),
+                           ("reference", "pramloc, reference poses (--colmap)")):
+            b = st.get(key)
+            if not b:
+                continue
+            t = b["timings"]
+            pr = b["stats"].get("pairs", {})
+            al = next(iter(b["localize"].values()))["alignment"]
+            lines.append(f"| {label} | {b['registered']}/{b['photos']} | {pr.get('pairs', '-')} | {t.get('features', 0):.0f} | "
+                         f"{t.get('pairs', 0):.0f} | {t.get('sfm', t.get('triangulation', 0)):.0f} | {t.get('landmarks', 0):.0f} | "
+                         f"{t.get('retrieval', 0):.0f} | {t.get('recognizer', 0):.0f} | {b['build_s']:.0f} | "
+                         f"{b['peak_memory_mb']:.0f} / {b['peak_rss_workers_mb']:.0f} | {b['map_bytes'] / 1e6:.1f} | "
+                         + (f"{al['residual_median']:.4f} / {al['residual_rms']:.4f} |" if al else "- (the reference itself) |"))
+        lines += [""] + head(None, "map | mode | localized | within 0.05,5° | 0.25,2° | 0.5,5° | 5,10° | median t (units) | "
+                                   "median ° | paths (recog./retr.) | ms per query | w/o features ms | intrinsics")
+        lines.append(f"| hloc-SIFT (issue 22) | exhaustive | 16/16 | {h['within_0.05_5deg']} | | | | {h['median_translation']} | "
+                     f"{h['median_rotation_deg']} | | | | |")
+        for key, label in (("images", "images alone, 112"), ("images64", "images alone, 64"), ("reference", "reference poses")):
+            for mode, m in st.get(key, {}).get("localize", {}).items():
+                lines.append(f"| {label} | {mode} | {m['localized']}/{m['queries']} | "
+                             + " | ".join(f"{100 * v:.1f}%" for v in m["recall"].values())
+                             + f" | {m['median_translation']:.4f} | {m['median_rotation_deg']:.3f} | "
+                             f"{m['paths']['recognition']}/{m['paths']['retrieval']} | {m['median_ms']:.0f} | "
+                             f"{m['median_ms_after_features']:.0f} | {'; '.join(m['intrinsics'])} |")
+        extra = []
+        if "build_vs_colmap" in r:
+            extra.append(f"pramloc's whole build of the 112 photos / COLMAP's: {r['build_vs_colmap']:.2f}x")
+        if "growth_112_vs_64" in r:
+            extra.append(f"112-photo build / 64-photo build: {r['growth_112_vs_64']:.2f}x (exhaustive pairs: 6216 / 2016 = 3.1x)")
+        if extra:
+            lines += ["", "; ".join(extra) + "."]
+    return lines
+
+
+def pairs_table(pairs):
+    """Pair selection on synthetic photo collections (bench/bench_pairs.py)."""
+    lines = []
+    for _, r in pairs.items():
+        lines += head(f"Pair selection at scale, synthetic streets (bench/bench_pairs.py, k={r['k']}, "
+                      f"{r['sequential']} sequential, {r['descriptors_per_photo']} descriptors per photo; {r['date']}, "
+                      f"{r['commit']})", "photos | pairs | pairs per photo | exhaustive pairs | selection s | "
+                      "pairs between overlapping photos")
+        for row in r["rows"]:
+            lines.append(f"| {row['photos']} | {row['pairs']} | {row['pairs_per_photo']} | {row['exhaustive_pairs']} | "
+                         f"{row['seconds']:.1f} | {100 * row['share_overlapping']:.1f}% |")
+    return lines
+
+
 def main() -> Path:
     builds, recs, locs, soaks = _load("build"), _load("recognition"), _load("localize"), _load("soak")
     fails, exh = _load("failures"), _load("exhaustive")
@@ -237,6 +306,11 @@ def main() -> Path:
         lines += degraded_table(degs) + [""]
     if nights:
         lines += night_table(nights) + [""]
+    photos, pairs = _load("photos"), _load("pairs")
+    if photos:
+        lines += photos_table(photos) + [""]
+    if pairs:
+        lines += pairs_table(pairs) + [""]
     lines.append(END)
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n" + BEGIN + "\n" + END + "\n"
     head, _, rest = text.partition(BEGIN)

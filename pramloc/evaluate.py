@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,121 @@ def evaluate(results: dict[str, Pose], gt: dict[str, Pose],
         "recall": recall,
         "per_query": per_query,
     }
+
+
+# ---------------------------------------------------------------- alignment
+
+@dataclass
+class Similarity:
+    """``x_ref = scale * R @ x_map + t``: a map's frame into the reference's."""
+
+    scale: float
+    R: np.ndarray
+    t: np.ndarray
+
+    def apply_pose(self, pose: Pose) -> Pose:
+        """A world-to-camera pose of the map's frame in the reference's (same camera)."""
+        center = self.scale * self.R @ pose.center + self.t
+        R = pose.R @ self.R.T
+        return Pose.from_Rt(R, -R @ center)
+
+
+ALIGN_MAX_ERROR = 0.25  # first RANSAC inlier threshold: this share of the reference cameras' spread
+ALIGN_MAD_FACTOR = 3.0  # then inliers: residuals within this many robust standard deviations (1.4826 MAD)
+ALIGN_AXIS = 1.0        # camera axes enter as points this share of the spread in front of / beside the centre
+
+
+def align_to_reference(map_poses: dict[str, Pose], gt: dict[str, Pose],
+                       max_error: float | None = None) -> tuple[Similarity, dict]:
+    """The similarity taking a map's frame to the reference's, from the cameras of the images
+    both hold: their centres, each with two points on its optical and x axes (at
+    :data:`ALIGN_AXIS` x the spread of the centres: the centres alone leave the rotation free
+    when they lie on a line, as along a corridor). LO-RANSAC (pycolmap) with inlier threshold
+    ``max_error`` (reference units; default :data:`ALIGN_MAX_ERROR` x the median distance of
+    the centres to their mean: gross errors out), then least squares on the cameras whose
+    centres lie within :data:`ALIGN_MAD_FACTOR` robust standard deviations (the threshold
+    adapts to the noise of both frames). Returns the similarity and a record: images shared,
+    inliers, scale, residuals of the inliers' centres (median, RMS, max; reference units)."""
+    import pycolmap
+
+    common = [n for n in map_poses if gt_name(n, gt) in gt]
+    if len(common) < 3:
+        raise PramlocError(f"alignment: the map and the reference share {len(common)} image(s); need at least 3")
+    src = np.stack([map_poses[n].center for n in common])
+    tgt = np.stack([gt[gt_name(n, gt)].center for n in common])
+    src_axes = np.stack([map_poses[n].R[[0, 2]] for n in common])  # (N, 2, 3): x and optical axes, world frame
+    tgt_axes = np.stack([gt[gt_name(n, gt)].R[[0, 2]] for n in common])
+    spread = float(np.median(np.linalg.norm(tgt - tgt.mean(0), axis=1)))
+    src_spread = float(np.median(np.linalg.norm(src - src.mean(0), axis=1)))
+    if spread <= 0 or src_spread <= 0:
+        raise PramlocError(f"alignment: the {len(common)} shared cameras stand at one place")
+    opts = pycolmap.RANSACOptions()
+    opts.max_error = float(max_error if max_error is not None else ALIGN_MAX_ERROR * spread)
+    d = ALIGN_AXIS * spread
+
+    def points(scale: float) -> tuple[np.ndarray, np.ndarray]:
+        """(3N, 3) source and target points: each camera's centre and two axis points."""
+        s_pts = np.concatenate([src[:, None], src[:, None] + src_axes * d / scale], 1)
+        t_pts = np.concatenate([tgt[:, None], tgt[:, None] + tgt_axes * d], 1)
+        return s_pts.reshape(-1, 3), t_pts.reshape(-1, 3)
+
+    scale = spread / src_spread
+    for _ in range(2):  # the axis points need the scale: refined once
+        first = pycolmap.estimate_sim3d_robust(*points(scale), opts)
+        if first is None:
+            raise PramlocError(f"alignment: no similarity fits the cameras of the {len(common)} shared images")
+        sim = first["tgt_from_src"]
+        scale = float(sim.scale)
+    res = np.linalg.norm(sim * src - tgt, axis=1)
+    inl = res <= min(opts.max_error, max(ALIGN_MAD_FACTOR * 1.4826 * float(np.median(res)), 1e-12 * spread))
+    if inl.sum() < 3:
+        raise PramlocError(f"alignment: only {int(inl.sum())} of {len(common)} cameras agree")
+    out = _fit_similarity(src[inl], tgt[inl], src_axes[inl], tgt_axes[inl])
+    res = np.linalg.norm(out.scale * src @ out.R.T + out.t - tgt, axis=1)
+    record = {"images": len(common), "inliers": int(inl.sum()), "max_error": opts.max_error, "scale": out.scale,
+              "residual_median": float(np.median(res[inl])), "residual_rms": float(np.sqrt(np.mean(res[inl] ** 2))),
+              "residual_max": float(res[inl].max()), "outliers": [n for n, i in zip(common, inl) if not i]}
+    return out, record
+
+
+def _fit_similarity(src: np.ndarray, tgt: np.ndarray, src_axes: np.ndarray, tgt_axes: np.ndarray) -> Similarity:
+    """Least-squares similarity of camera centres (N, 3) and axes (N, A, 3) (Umeyama's
+    closed form, with the axes as unit directions beside the centres scaled by their spread:
+    the rotation needs no scale, so centres and axes weigh alike whatever the frames' units)."""
+    a, b = src - src.mean(0), tgt - tgt.mean(0)
+    sa, sb = np.sqrt((a ** 2).sum(1).mean()), np.sqrt((b ** 2).sum(1).mean())
+    H = (a / sa).T @ (b / sb) + np.einsum("nai,naj->ij", src_axes, tgt_axes)  # sum of src tgt^T
+    U, _, Vt = np.linalg.svd(H)
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(Vt.T @ U.T))])
+    R = Vt.T @ D @ U.T
+    scale = float(np.sum(b * (a @ R.T)) / np.sum(a * a))
+    return Similarity(scale, R, tgt.mean(0) - scale * R @ src.mean(0))
+
+
+def align_results(results: dict[str, Pose], map_path: Path, gt: dict[str, Pose]) -> tuple[dict[str, Pose], dict]:
+    """``results`` (in the frame of the map at ``map_path``) in the reference's frame
+    (:func:`align_to_reference` on the map images' poses), and the alignment's record."""
+    from .mapio import load_map
+
+    m = load_map(map_path, lazy=True)
+    sim, record = align_to_reference(dict(zip(m.image_names, m.poses)), gt)
+    return {n: sim.apply_pose(p) for n, p in results.items()}, {"map": str(map_path), **record}
+
+
+def results_map(path: Path) -> Path:
+    """The map a results file was localized against, as its log records it."""
+    from .io import log_path
+
+    log = log_path(path)
+    try:
+        with open(log, encoding="utf-8") as f:
+            for line in f:
+                record = json.loads(line)
+                if record.get("map"):
+                    return Path(record["map"])
+    except (OSError, ValueError):
+        pass
+    raise PramlocError(f"{path}: its log {log} names no map to align with; give the map: --align MAP")
 
 
 # ---------------------------------------------------------------- retrieval
@@ -241,13 +357,13 @@ def _json_safe(obj):
 
 def format_table(report: dict) -> str:
     """One row per results file: localized/queries, medians and the share within each threshold."""
-    head = ["results file", "localized", "missing", "median t (m)", "median R (deg)"]
+    head = ["results file", "localized", "missing", "median t", "median R (deg)"]
     head += [f"{th['translation']:g}m,{th['rotation_deg']:g}deg" for th in report["thresholds"]]
     rows = []
     for run in report["runs"]:
         m = run["metrics"]
         row = [run["label"], f"{m['num_localized']}/{m['num_queries']}", str(len(m["missing"])),
-               f"{m['median_translation']:.3f}", f"{m['median_rotation_deg']:.2f}"]
+               f"{m['median_translation']:.4f}", f"{m['median_rotation_deg']:.3f}"]
         row += [f"{100 * r['recall']:.1f}%" for r in m["recall"]]
         rows.append(row)
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
@@ -263,8 +379,14 @@ def format_table(report: dict) -> str:
 
 
 def main(results_paths: list[Path], gt: dict[str, Pose], queries: list[str] | None = None,
-         thresholds=DEFAULT_THRESHOLDS, json_out: Path | None = None, plot_out: Path | None = None) -> dict:
+         thresholds=DEFAULT_THRESHOLDS, json_out: Path | None = None, plot_out: Path | None = None,
+         align: bool | Path = False) -> dict:
     """Evaluate several results files against the same ground truth, side by side.
+
+    ``align``: the results are in a map's own frame (a map built from images alone): each
+    file is first taken into the ground truth's frame by :func:`align_results`, with the map
+    ``align`` (a path), or (``True``) the map its log names; its run then carries
+    ``alignment`` (the residuals in ground-truth units).
 
     Writes the JSON report (``json_out``) and the cumulative-error plot (``plot_out``) if
     given, and returns ``{"thresholds": [{"translation", "rotation_deg"}], "num_queries",
@@ -282,8 +404,11 @@ def main(results_paths: list[Path], gt: dict[str, Pose], queries: list[str] | No
         ignored = sum(n not in query_set for n in results)
         if ignored:
             logger.info("%s: %d pose(s) of images outside the query set ignored", path, ignored)
-        metrics = evaluate(results, gt, thresholds, queries)
-        runs.append({"label": label, "path": str(path), "metrics": metrics})
+        run = {"label": label, "path": str(path)}
+        if align:
+            results, run["alignment"] = align_results(results, results_map(path) if align is True else Path(align), gt)
+        run["metrics"] = evaluate(results, gt, thresholds, queries)
+        runs.append(run)
     report = {"thresholds": [{"translation": t, "rotation_deg": r} for t, r in thresholds],
               "num_queries": runs[0]["metrics"]["num_queries"], "runs": runs,
               "json": str(json_out) if json_out else None, "plot": str(plot_out) if plot_out else None}

@@ -8,6 +8,7 @@ refines it in PnP (:func:`pramloc.registration.estimate_pose` with ``refine_foca
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import PramlocError
@@ -19,6 +20,7 @@ FILM_35MM_WIDTH_MM = 36.0  # focal in 35 mm equivalent -> pixels: f35 / 36 * max
 _UNIT_MM = {2: 25.4, 3: 10.0, 4: 1.0, 5: 1e-3}
 _EXIF_IFD = 0x8769
 _ORIENTATION, _FOCAL, _FOCAL_35MM = 0x0112, 0x920A, 0xA405
+_MAKE, _MODEL = 0x010F, 0x0110
 _PLANE_X_RES, _PLANE_UNIT = 0xA20E, 0xA210
 _EXIF_WIDTH, _EXIF_HEIGHT = 0xA002, 0xA003
 
@@ -37,19 +39,56 @@ def camera_from_exif(path: Path) -> tuple[Camera, str]:
     length in mm with the focal-plane resolution (:data:`SOURCE_FOCAL_PLANE`), else EXIF
     35 mm-equivalent focal (:data:`SOURCE_35MM`), else :func:`guess_camera`
     (:data:`SOURCE_GUESS`). An unreadable image raises :class:`PramlocError`."""
+    info = photo_camera(path)
+    return info.camera, info.source
+
+
+@dataclass(frozen=True)
+class PhotoCamera:
+    """What a photo's EXIF says of its camera: ``camera`` (SIMPLE_PINHOLE at the size as
+    displayed), ``source`` of its focal length, and ``key``, the physical camera and zoom
+    (``"make model WxH f=4.6mm"``) shared by the photos that can share intrinsics, or None
+    when the EXIF names no make, model or focal length (such a photo gets a camera of its own)."""
+
+    camera: Camera
+    source: str
+    key: str | None
+
+
+def photo_camera(path: Path) -> PhotoCamera:
+    """The :class:`PhotoCamera` of the photo at ``path`` (see :func:`camera_from_exif`)."""
     (w, h), exif = _read_exif(path)
     sub = exif.get_ifd(_EXIF_IFD)
     f_mm, plane_res, unit = _number(sub.get(_FOCAL)), _number(sub.get(_PLANE_X_RES)), sub.get(_PLANE_UNIT, 2)
+    f35 = _number(sub.get(_FOCAL_35MM))
+    make, model = (str(exif.get(t) or "").strip().strip("\x00").strip() for t in (_MAKE, _MODEL))
+    focal_tag = f"f={f_mm:g}mm" if f_mm else (f"f35={f35:g}mm" if f35 else "")
+    key = " ".join([make, model, f"{w}x{h}", focal_tag]) if (make or model) and focal_tag else None
     if f_mm and plane_res and unit in _UNIT_MM:
         # Pixels per mm on the sensor, at the sensor's full resolution (ExifImageWidth/Height):
         # scaled to this file's size when it was resized since.
         exif_long = max(_number(sub.get(_EXIF_WIDTH)) or 0, _number(sub.get(_EXIF_HEIGHT)) or 0)
         scale = max(w, h) / exif_long if exif_long else 1.0
-        return _camera(w, h, f_mm * plane_res / _UNIT_MM[unit] * scale), SOURCE_FOCAL_PLANE
-    f35 = _number(sub.get(_FOCAL_35MM))
+        return PhotoCamera(_camera(w, h, f_mm * plane_res / _UNIT_MM[unit] * scale), SOURCE_FOCAL_PLANE, key)
     if f35:
-        return _camera(w, h, f35 / FILM_35MM_WIDTH_MM * max(w, h)), SOURCE_35MM
-    return guess_camera(w, h), SOURCE_GUESS
+        return PhotoCamera(_camera(w, h, f35 / FILM_35MM_WIDTH_MM * max(w, h)), SOURCE_35MM, key)
+    return PhotoCamera(guess_camera(w, h), SOURCE_GUESS, key)
+
+
+def cameras_by_key(paths: list[Path], cameras: list[Camera]) -> dict[str, str]:
+    """The intrinsics of each EXIF camera (:attr:`PhotoCamera.key`) that a map knows: for
+    the map images at ``paths`` with ``cameras``, each key whose images all have the same
+    camera -> that camera as a string (:meth:`Camera.to_string`). A query photo of one of
+    these cameras is localized with them. Images without a key are left out."""
+    seen: dict[str, set[str]] = {}
+    for path, camera in zip(paths, cameras):
+        try:
+            key = photo_camera(path).key
+        except PramlocError:
+            continue
+        if key is not None:
+            seen.setdefault(key, set()).add(camera.to_string())
+    return {key: next(iter(cams)) for key, cams in seen.items() if len(cams) == 1}
 
 
 FOCAL_TOLERANCE = 1.25  # a given focal this many times larger or smaller than EXIF's is warned about

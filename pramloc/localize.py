@@ -31,17 +31,18 @@ from .config import LocalizationConfig, RetrievalConfig
 from .errors import PramlocError
 from .features import extract_image, extract_path
 from .geometry import Camera, Pose
-from .intrinsics import SOURCE_GUESS, camera_from_exif, guess_camera, size_mismatch
+from .intrinsics import SOURCE_GUESS, guess_camera, photo_camera, size_mismatch
 from .mapio import LandmarkMap, load_map, retrieval_index
 from .matching import match
 from .registration import PoseEstimate, refine_by_projection, solve_pose
 from .timing import timed as _Timer
 
 MODES = ("recognition", "retrieval", "auto")
+SOURCE_MAP = "from the map's camera"  # a query of a camera the map knows (same EXIF make, model, size and focal)
 
 @dataclass
 class QueryResult:
-    """Outcome of one query. ``path``: recognition, retrieval or failed.
+    """Outcome of one query. ``path``: recognition, retrieval or failed; ``map``: the map's folder.
 
     ``num_matches``: 2D-3D matches of the first matching (landmark points or retrieved
     images) of the path that gave the pose (on failure: the most of any attempt);
@@ -57,6 +58,7 @@ class QueryResult:
     name: str
     pose: Pose | None = None
     path: str = "failed"
+    map: str = ""
     landmarks: list[int] = field(default_factory=list)
     votes: list[float] = field(default_factory=list)
     visibility: list[float] = field(default_factory=list)
@@ -97,8 +99,11 @@ class QueryResult:
                       f"(refinement; first matching {self.num_matches} matches)")
         else:
             counts = f"{self.num_inliers} inliers of {self.num_matches} matches (the refinement found no better pose)"
-        cam = ("intrinsics given" if self.intrinsics == "given" else f"intrinsics estimated from {self.intrinsics}: "
-               f"focal {self.focal_initial:.0f} px, refined to {self.focal:.0f} px")
+        if self.intrinsics == "given" or self.intrinsics.startswith(SOURCE_MAP):
+            cam = f"intrinsics {self.intrinsics}"
+        else:
+            cam = (f"intrinsics estimated from {self.intrinsics}: focal {self.focal_initial:.0f} px, refined to "
+                   f"{self.focal:.0f} px")
         return (f"path {self.path}, {counts}, landmarks {self.landmarks}, {cam}, "
                 f"{sum(self.times.values()) * 1000:.0f} ms")
 
@@ -172,6 +177,9 @@ class Localizer:
                 self.recognizer = Recognizer.load(self.map.recognizer_path, device=str(self.device),
                                                   data=read_part(self.map, RECOGNIZER))
         self.index = retrieval_index(self.map) if mode != "recognition" else None
+        # The cameras of the map images by EXIF camera: a query photo of one gets its intrinsics.
+        self.exif_cameras = {k: Camera.from_string(v)
+                             for k, v in self.map.manifest.get("stats", {}).get("exif_cameras", {}).items()}
         self._offsets = self.map.landmark_offsets
 
     def _xyz(self, points: np.ndarray) -> np.ndarray:
@@ -324,15 +332,14 @@ class Localizer:
         refined with the pose. Never raises for a bad query: a failure is returned with
         its reason."""
         name = name or (str(image) if not isinstance(image, np.ndarray) else "image")
-        res = QueryResult(name)
+        res = QueryResult(name, map=str(self.map.path))
         try:
             with _Timer(res.times, "features"):
                 f = (extract_image(image, self.feature_conf) if isinstance(image, np.ndarray)
                      else extract_path(image, self.feature_conf))
             size = w, h = tuple(int(v) for v in f["image_size"])
             if camera is None:
-                camera, res.intrinsics = ((guess_camera(w, h), SOURCE_GUESS) if isinstance(image, np.ndarray)
-                                          else camera_from_exif(image))
+                camera, res.intrinsics = self._estimate_camera(image, w, h)
                 res.focal_initial = float(camera.K()[0, 0])
             if (w, h) != (camera.width, camera.height):
                 if abs(w / h - camera.width / camera.height) > 0.01:
@@ -348,11 +355,22 @@ class Localizer:
             # that were downscaled for extraction (e.g. 3072 px photos at max_side 1024).
             px = max(1.0, max(size) / (self.feature_conf.get("max_side") or max(size)))
             q = _Query(kps, torch.from_numpy(desc_np).to(self.device), desc_np, size, camera, px,
-                       res.intrinsics != "given", res.times)
+                       res.intrinsics != "given" and not res.intrinsics.startswith(SOURCE_MAP), res.times)
             self._localize(q, res)
         except PramlocError as err:
             res.reason = str(err)
         return res
+
+    def _estimate_camera(self, image: Path | np.ndarray, w: int, h: int) -> tuple[Camera, str]:
+        """The intrinsics of a query given without: the map's camera of the same EXIF camera
+        (calibrated with the map, kept as it is), else EXIF's focal length or a guess (refined
+        in PnP). Returns the camera and where it comes from."""
+        if isinstance(image, np.ndarray):
+            return guess_camera(w, h), SOURCE_GUESS
+        info = photo_camera(image)
+        if info.key in self.exif_cameras:
+            return self.exif_cameras[info.key], f"{SOURCE_MAP} ({info.key})"
+        return info.camera, info.source
 
     def _localize(self, q: _Query, res: QueryResult) -> None:
         """The paths of the mode (see the module docstring), their outcome written to ``res``."""

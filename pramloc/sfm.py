@@ -8,12 +8,14 @@ COLMAP's origin is the pixel corner, so 0.5 is added when they enter COLMAP.
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pycolmap
 
 from . import logger
+from . import pairs as pairs_mod
 from .config import FeatureConfig, TriangulationConfig
 from .datasets import Scene
 from .errors import PramlocError
@@ -25,29 +27,10 @@ from .progress import track
 
 def pairs_from_poses(scene: Scene, num_pairs: int, max_distance: float | None = None,
                      max_angle: float = 90.0) -> list[tuple[str, str]]:
-    """For each image, its ``num_pairs`` nearest map images by camera centre among those
-    whose viewing directions differ by at most ``max_angle`` degrees (and whose centres are
-    within ``max_distance``, if given). Unordered and unique."""
-    names = scene.names
-    centers = np.stack([scene[n].pose.center for n in names])
-    dirs = np.stack([scene[n].pose.R[2] for n in names])  # viewing direction in world
-    dist = np.linalg.norm(centers[:, None] - centers[None], axis=-1)
-    cosang = np.clip(dirs @ dirs.T, -1, 1)
-    valid = cosang >= np.cos(np.deg2rad(max_angle))
-    if max_distance is not None:
-        valid &= dist <= max_distance
-    np.fill_diagonal(valid, False)
-    dist = np.where(valid, dist, np.inf)
-    pairs = set()
-    for i in range(len(names)):
-        for j in np.argsort(dist[i], kind="stable")[:num_pairs]:
-            if np.isfinite(dist[i, j]):
-                pairs.add((min(i, j), max(i, j)))
-    return [(names[i], names[j]) for i, j in sorted(pairs)]
-
-
-def exhaustive_pairs(names: list[str]) -> list[tuple[str, str]]:
-    return [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    """:func:`pramloc.pairs.from_poses` of the scene's posed images."""
+    return pairs_mod.from_poses(scene.names, np.stack([scene[n].pose.center for n in scene.names]),
+                                np.stack([scene[n].pose.R[2] for n in scene.names]), num_pairs, max_distance,
+                                max_angle)
 
 
 def _fundamental(cam0: Camera, pose0: Pose, cam1: Camera, pose1: Pose) -> np.ndarray:
@@ -68,10 +51,77 @@ def sampson_error(F: np.ndarray, x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
     return num / np.maximum(den, 1e-12)
 
 
-def _write_database(db_path: Path, scene: Scene, features: Path, rec: pycolmap.Reconstruction | None):
-    """Cameras, rigs, frames, images and keypoints into a new COLMAP database."""
+@dataclass
+class CameraGroup:
+    """Photos that share one camera in structure-from-motion: ``key`` (the EXIF camera,
+    :class:`pramloc.intrinsics.PhotoCamera`; None: a photo without one, alone in its group),
+    the ``prior`` camera (EXIF focal length, or the stated guess; ``source`` says which)."""
+
+    key: str | None
+    names: list[str]
+    prior: Camera
+    source: str
+
+    def record(self) -> dict:
+        return {"key": self.key, "images": len(self.names), "prior": self.prior.to_string(), "source": self.source}
+
+
+def camera_groups(scene: Scene, sizes: dict[str, tuple[int, int]]) -> list[CameraGroup]:
+    """One group per physical camera and zoom of the photos (EXIF make, model, size and
+    focal length), a group of its own for each photo whose EXIF does not say; in order of
+    first appearance. A scene camera that is known (given intrinsics) is its photo's prior.
+    ``sizes``: (W, H) of each image as displayed (the features'), for photos whose EXIF
+    cannot be read."""
+    from .intrinsics import SOURCE_GUESS, guess_camera, photo_camera
+
+    groups: dict[str, CameraGroup] = {}
+    out: list[CameraGroup] = []
+    for im in scene.images:
+        if im.camera is not None:
+            out.append(CameraGroup(None, [im.name], im.camera, "given"))
+            continue
+        try:
+            info = photo_camera(scene.path(im.name))
+        except PramlocError:  # the features were extracted, so OpenCV reads it: no EXIF to be had
+            w, h = sizes[im.name]
+            out.append(CameraGroup(None, [im.name], guess_camera(w, h), SOURCE_GUESS))
+            continue
+        if info.key is not None and info.key in groups:
+            groups[info.key].names.append(im.name)
+            continue
+        group = CameraGroup(info.key, [im.name], info.camera, info.source)
+        out.append(group)
+        if info.key is not None:
+            groups[info.key] = group
+    return out
+
+
+def _sfm_camera(group: CameraGroup, camera_id: int, width: int, height: int) -> pycolmap.Camera:
+    """The pycolmap camera of ``group`` at the features' image size: a given camera as it is
+    (kept fixed), else SIMPLE_RADIAL from the prior focal length (marked as a prior when it
+    comes from EXIF)."""
+    from .intrinsics import SOURCE_GUESS
+
+    if group.source == "given":
+        cam = group.prior.to_pycolmap()
+        cam.has_prior_focal_length = True
+    else:
+        prior = group.prior.scaled(width / group.prior.width, height / group.prior.height)
+        f = float(prior.K()[0, 0])
+        cam = pycolmap.Camera(model="SIMPLE_RADIAL", width=width, height=height,
+                              params=[f, width / 2, height / 2, 0.0])
+        cam.has_prior_focal_length = group.source != SOURCE_GUESS
+    cam.camera_id = camera_id
+    return cam
+
+
+def _write_database(db_path: Path, scene: Scene, features: Path, rec: pycolmap.Reconstruction | None,
+                    groups: list[CameraGroup] | None = None):
+    """Cameras, rigs, frames, images and keypoints into a new COLMAP database: those of
+    ``rec`` (known poses), else one camera per group of ``groups`` (structure-from-motion)."""
     if db_path.exists():
         db_path.unlink()
+    ids = {n: i for i, n in enumerate(scene.names, 1)}
     with pycolmap.Database.open(str(db_path)) as db:
         if rec is not None:
             for cam in rec.cameras.values():
@@ -81,32 +131,28 @@ def _write_database(db_path: Path, scene: Scene, features: Path, rec: pycolmap.R
             for frame in rec.frames.values():
                 db.write_frame(frame, use_frame_id=True)
             images = {im.name: im for im in rec.images.values()}
-        for i, name in enumerate(scene.names, 1):
-            f = read_features(features, name)
-            kps = f["keypoints"].astype(np.float32) + 0.5
-            if rec is None:  # one camera per image: the scene's (kept), else a SIMPLE_RADIAL guess
-                w, h = int(f["image_size"][0]), int(f["image_size"][1])
-                known = scene[name].camera
-                if known is not None:
-                    cam = known.to_pycolmap()
-                    cam.camera_id, cam.has_prior_focal_length = i, True
-                else:
-                    focal = 1.2 * max(w, h)
-                    cam = pycolmap.Camera(model="SIMPLE_RADIAL", width=w, height=h,
-                                          params=[focal, w / 2, h / 2, 0.0], camera_id=i)
+        kps = {name: read_features(features, name) for name in scene.names}
+        if rec is None:
+            for camera_id, group in enumerate(groups, 1):
+                w, h = (int(v) for v in kps[group.names[0]]["image_size"])
+                cam = _sfm_camera(group, camera_id, w, h)
                 db.write_camera(cam, use_camera_id=True)
-                rig = pycolmap.Rig(rig_id=i)
+                rig = pycolmap.Rig(rig_id=camera_id)  # a rig of one camera, one frame per photo
                 rig.add_ref_sensor(cam.sensor_id)
                 db.write_rig(rig, use_rig_id=True)
-                frame = pycolmap.Frame(frame_id=i, rig_id=i)
-                frame.add_data_id(pycolmap.data_t(cam.sensor_id, i))
-                db.write_frame(frame, use_frame_id=True)
-                image = pycolmap.Image(name=name, camera_id=i, image_id=i)
-                image.frame_id = i
-                db.write_image(image, use_image_id=True)
-            else:
+                for name in group.names:
+                    i = ids[name]
+                    frame = pycolmap.Frame(frame_id=i, rig_id=camera_id)
+                    frame.add_data_id(pycolmap.data_t(cam.sensor_id, i))
+                    db.write_frame(frame, use_frame_id=True)
+                    image = pycolmap.Image(name=name, camera_id=camera_id, image_id=i)
+                    image.frame_id = i
+                    db.write_image(image, use_image_id=True)
+        else:
+            for name in scene.names:
                 db.write_image(images[name], use_image_id=True)
-            db.write_keypoints(i, kps)
+        for name in scene.names:
+            db.write_keypoints(ids[name], kps[name]["keypoints"].astype(np.float32) + 0.5)
 
 
 def known_pose_model(names: list[str], cameras: list[Camera], poses: list[Pose],
@@ -276,30 +322,55 @@ def triangulate(scene: Scene, features: Path, work_dir: Path, conf: Triangulatio
     return rec
 
 
+@dataclass
+class SfmResult:
+    """Structure-from-motion's outcome: the largest ``model``, the camera ``groups`` the photos
+    were given, and the photos it could not register with the reason (name -> reason)."""
+
+    model: pycolmap.Reconstruction
+    groups: list[CameraGroup]
+    unregistered: dict[str, str]
+
+    def report(self) -> dict:
+        """What the manifest records of it."""
+        return {"cameras": [g.record() for g in self.groups],
+                "unregistered": [{"name": n, "reason": r} for n, r in self.unregistered.items()]}
+
+
 def reconstruct(scene: Scene, features: Path, work_dir: Path, conf: TriangulationConfig,
                 seed: int = 0, feature_conf: FeatureConfig | None = None, workers: int = 1,
-                pairs: list[tuple[str, str]] | None = None) -> pycolmap.Reconstruction:
+                pairs: list[tuple[str, str]] | None = None) -> SfmResult:
     """Structure-from-motion from images alone (``pairs``, by default all of them, verified
-    by two-view RANSAC; incremental mapping seeded with ``seed``). Poses are ignored;
-    when every image has a camera, the intrinsics are those and stay fixed.
+    by two-view RANSAC; incremental mapping seeded with ``seed``). Poses are ignored. Photos
+    of one camera (:func:`camera_groups`) share intrinsics, refined from their EXIF focal
+    length; when every image has a camera, the intrinsics are those and stay fixed.
 
-    Returns the largest model; images it could not register are dropped with a warning.
+    Returns the largest model and, for each photo it lacks, why (:class:`SfmResult`).
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    pairs = exhaustive_pairs(scene.names) if pairs is None else pairs
+    pairs = pairs_mod.exhaustive(scene.names) if pairs is None else pairs
     matcher = pair_matcher(conf, feature_conf, len(pairs), sfm=True)
     logger.info("Structure-from-motion: matching %d image pairs (%s).", len(pairs), matcher)
-    matches = _match_pairs(scene, features, pairs, conf.ratio, known_poses=False, matcher=matcher,
+    matches = _match_pairs(scene, features, pairs, conf.sfm_ratio, known_poses=False, matcher=matcher,
                            feature_conf=feature_conf, workers=workers)
+    sizes = {n: tuple(int(v) for v in read_features(features, n)["image_size"]) for n in scene.names}
+    groups = camera_groups(scene, sizes)
+    for g in groups:
+        if len(g.names) > 1 or g.key is not None:
+            logger.info("Camera %s: %d photo(s), focal length from %s.", g.key, len(g.names), g.source)
+    if sum(g.key is None and g.source != "given" for g in groups):
+        logger.info("%d photo(s) without EXIF camera make, model or focal length: a camera each.",
+                    sum(g.key is None and g.source != "given" for g in groups))
     db_path = work_dir / "database.db"
-    _write_database(db_path, scene, features, None)
+    _write_database(db_path, scene, features, None, groups)
     ids = {n: i for i, n in enumerate(scene.names, 1)}
     pairs_txt = work_dir / "pairs.txt"
     with pycolmap.Database.open(str(db_path)) as db:
         for (a, b), m in matches.items():
             db.write_matches(ids[a], ids[b], m.astype(np.uint32))
     pairs_txt.write_text("".join(f"{a} {b}\n" for a, b in matches))
+    logger.info("Verifying the matches of %d pairs (two-view geometry, pycolmap).", len(matches))
     pycolmap.verify_matches(str(db_path), str(pairs_txt))
     out = work_dir / "sfm"
     if out.exists():
@@ -314,15 +385,51 @@ def reconstruct(scene: Scene, features: Path, work_dir: Path, conf: Triangulatio
         opts.mapper.abs_pose_refine_focal_length = opts.mapper.abs_pose_refine_extra_params = False
     logger.info("Running incremental mapping (pycolmap).")
     models = pycolmap.incremental_mapping(str(db_path), str(scene.image_dir), str(out), options=opts)
-    db_path.unlink()
     if not models:
+        db_path.unlink()
         raise PramlocError(f"{scene.image_dir}: structure-from-motion registered no images "
                            "(too little overlap or texture)")
     rec = max(models.values(), key=lambda r: r.num_reg_images())
-    dropped = len(scene.names) - rec.num_reg_images()
-    if dropped:
-        logger.warning("SfM registered %d of %d images.", rec.num_reg_images(), len(scene.names))
-    return rec
+    with pycolmap.Database.open(str(db_path)) as db:
+        reasons = _unregistered_reasons(db, scene.names, rec, list(models.values()), opts.min_num_matches)
+    db_path.unlink()
+    if reasons:
+        logger.warning("SfM registered %d of %d images; not registered:", rec.num_reg_images(), len(scene.names))
+        for name, why in reasons.items():
+            logger.warning("  %s: %s", name, why)
+    return SfmResult(rec, groups, reasons)
+
+
+def _unregistered_reasons(db: pycolmap.Database, names: list[str], rec: pycolmap.Reconstruction,
+                          models: list[pycolmap.Reconstruction], min_num_matches: int) -> dict[str, str]:
+    """Why each image of ``names`` (database ids 1..N) is not in ``rec``: no pair with enough
+    geometrically verified matches, a separate model, or mapping could not register it."""
+    registered = {im.name for im in rec.images.values() if im.has_pose}
+    missing = [n for n in names if n not in registered]
+    if not missing:
+        return {}
+    pair_ids, inliers = db.read_two_view_geometry_num_inliers()
+    best = dict.fromkeys(range(1, len(names) + 1), 0)
+    good = dict.fromkeys(range(1, len(names) + 1), 0)
+    for pair_id, n in zip(pair_ids, inliers):
+        for i in pycolmap.pair_id_to_image_pair(pair_id):
+            best[i] = max(best[i], int(n))
+            good[i] += int(n) >= min_num_matches
+    other = {im.name: len(m.images) for m in models if m is not rec for im in m.images.values() if im.has_pose}
+    ids = {n: i for i, n in enumerate(names, 1)}
+    out = {}
+    for name in missing:
+        i = ids[name]
+        if good[i] == 0:
+            out[name] = (f"no image pair with {min_num_matches} geometrically verified matches (best: {best[i]}): "
+                         "too little overlap with the other photos, or too little texture")
+        elif name in other:
+            out[name] = (f"in a separate model of {other[name]} photos that shares too few verified matches with "
+                         f"the largest ({rec.num_reg_images()} photos)")
+        else:
+            out[name] = (f"incremental mapping could not register it ({good[i]} verified pairs, at most {best[i]} "
+                         "verified matches in one): too few of its matches see triangulated points")
+    return out
 
 
 def model_stats(rec: pycolmap.Reconstruction) -> dict:

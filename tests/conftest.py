@@ -17,6 +17,7 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KITCHEN = DATA / "7scenes_redkitchen"
 STRECHA = DATA / "strecha_herzjesu_P25"
 SACRE = DATA / "sacre_coeur"
+SOUTH = DATA / "south_building"
 
 
 def _in_ci() -> bool:
@@ -24,7 +25,7 @@ def _in_ci() -> bool:
 
 
 def pytest_sessionstart(session):
-    if _in_ci() and not all(p.is_dir() for p in (KITCHEN, STRECHA, SACRE)):
+    if _in_ci() and not all(p.is_dir() for p in (KITCHEN, STRECHA, SACRE, SOUTH)):
         raise pytest.UsageError(f"CI=true but the real test data is missing at {DATA} "
                                 "(see ../shared/data/README.md); refusing to skip most tests")
 
@@ -51,6 +52,11 @@ def strecha_root() -> Path:
 @pytest.fixture(scope="session")
 def sacre_root() -> Path:
     return need_data(SACRE)
+
+
+@pytest.fixture(scope="session")
+def south_root() -> Path:
+    return need_data(SOUTH)
 
 
 def frame(i: int) -> str:

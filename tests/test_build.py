@@ -136,6 +136,47 @@ def test_images_only_runs_sfm(sacre_root, tmp_path):
     assert m.cameras[0].model == "SIMPLE_RADIAL"
 
 
+def test_photo_folder_cameras_pairs_and_unregistered(south_root, kitchen_root, tmp_path):
+    """A user's folder: photos of two cameras (South Building photos as taken, and others
+    re-saved at half size with another EXIF camera), and a photo of another place (a
+    7-Scenes frame, no EXIF). Photos of one camera share intrinsics; pairs come from
+    retrieval; the photo that does not register is listed by name with its reason in the
+    manifest, in build-map's output and in `info`."""
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    names = [f"P11801{i}.JPG" for i in range(41, 49)]
+    for n in names:  # the photos themselves (links, not copies)
+        (folder / n).symlink_to(south_root / "images" / n)
+    for n in [f"P11801{i}.JPG" for i in range(49, 53)]:  # a second camera: another make and size
+        with Image.open(south_root / "images" / n) as im:
+            exif = im.getexif()
+            exif[0x010F], exif[0x0110] = "Canon", "PowerShot"
+            im.resize((768, 576)).save(folder / f"canon_{n}", exif=exif.tobytes(), quality=95)
+    (folder / "kitchen.jpg").symlink_to(kitchen_root / frame(0))
+    out = tmp_path / "photos_map"
+    res = run(["build-map", "--images", folder, "--out", out, "--set", "features.max_side=640",
+               "--set", "landmarks.num_landmarks=4", "--set", "triangulation.retrieval_pairs=3", *FAST])
+    man = load_map(out).manifest
+    st = man["stats"]
+    assert st["pairs"]["method"] == "retrieval" and st["pairs"]["pairs"] < st["pairs"]["exhaustive_pairs"] == 78
+    groups = {g["key"]: g for g in st["cameras"]}
+    assert groups["Panasonic DMC-TZ3 1536x1152 f=4.6mm"]["images"] == 8
+    assert groups["Canon PowerShot 768x576 f=4.6mm"]["images"] == 4
+    assert groups[None]["images"] == 1 and groups[None]["source"].startswith("guess")
+    m = load_map(out)
+    by_name = dict(zip(m.image_names, m.cameras))
+    panasonic = {by_name[n].to_string() for n in names if n in by_name}
+    assert len(panasonic) == 1 and next(iter(panasonic)).startswith("SIMPLE_RADIAL 1536 1152")
+    assert len(m.image_names) >= 10 and "kitchen.jpg" not in by_name
+    (reason,) = [u["reason"] for u in st["unregistered"] if u["name"] == "kitchen.jpg"]
+    assert "no image pair with" in reason
+    assert "not registered: kitchen.jpg: no image pair" in res.output
+    assert "not registered: kitchen.jpg: no image pair" in run(["info", out]).output
+    assert set(st["exif_cameras"]) == {"Panasonic DMC-TZ3 1536x1152 f=4.6mm", "Canon PowerShot 768x576 f=4.6mm"}
+
+
 def test_sfm_keeps_known_intrinsics(kitchen_root, kitchen_split, tmp_path):
     """Structure-from-motion ignores the poses but keeps the scene's known cameras fixed
     (without a prior focal length the mapper would refine it away from 525 px)."""
@@ -148,7 +189,7 @@ def test_sfm_keeps_known_intrinsics(kitchen_root, kitchen_split, tmp_path):
     scene = load_dataset("7scenes", kitchen_root, kitchen_split)
     scene = dataclasses.replace(scene, images=[dataclasses.replace(im, pose=None) for im in scene.images])
     feats = features.main(load_config("indoor").features, scene.image_dir, scene.names, tmp_path / "f.h5")
-    rec = sfm.reconstruct(scene, feats, tmp_path / "work", TriangulationConfig())
+    rec = sfm.reconstruct(scene, feats, tmp_path / "work", TriangulationConfig()).model
     assert rec.num_reg_images() >= 6
     assert all(c.model.name == "PINHOLE" and np.allclose(c.params, [525, 525, 320, 240]) for c in rec.cameras.values())
 
@@ -212,6 +253,6 @@ def test_help_is_complete():
     out = run(["--help"]).output
     commands = out.split("Commands:")[1]
     assert "..." not in commands and all(c in commands for c in ("build-map", "localize", "evaluate", "viz"))
-    assert "(default: 9.5)" in " ".join(run(["build-map", "--help"]).output.split())
+    assert "(default: 30)" in " ".join(run(["build-map", "--help"]).output.split())
     mode_help = " ".join(run(["localize", "--help"]).output.split())
     assert "recognition: match the landmarks" in mode_help and "retrieval: match the map images" in mode_help

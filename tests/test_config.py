@@ -12,7 +12,7 @@ from pramloc.errors import PramlocError
 def test_indoor_is_the_defaults_and_outdoor_overrides_them():
     indoor, outdoor = load_config("indoor"), load_config("outdoor")
     assert indoor.to_dict() == {**PipelineConfig().to_dict(), "name": "indoor"}
-    assert outdoor.features.max_side == 1024 and outdoor.triangulation.max_pair_distance is None
+    assert outdoor.features.max_side == 1600 and outdoor.triangulation.max_pair_distance is None
     assert outdoor.recognizer == indoor.recognizer and outdoor.retrieval.top_k == 5
     assert set(PipelineConfig().to_dict()) == {"name", *SECTIONS}
 
@@ -49,7 +49,7 @@ def test_yaml_preset_file_and_unknown_preset(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("base: outdoor\nretrieval:\n  top_k: 3\n")
     conf = load_config(path)
-    assert conf.retrieval.top_k == 3 and conf.features.max_side == 1024
+    assert conf.retrieval.top_k == 3 and conf.features.max_side == 1600
     with pytest.raises(PramlocError, match="unknown config preset"):
         load_config("underwater")
     path.write_text("- a list\n")

@@ -198,3 +198,59 @@ def test_retrieval_recall_real_poses(kitchen):
     assert retrieval_recall({}, queries, db)["recall@10"] == 0.0      # no retrieval: failures
     with pytest.raises(PramlocError, match="frame-999999"):
         retrieval_recall({frame(3): ["rgb/frame-999999.color.jpg"]}, queries, db)
+
+
+# ---------------------------------------------------------------- alignment (maps from images alone)
+
+def test_alignment_recovers_a_similarity_despite_outliers(kitchen):
+    """Real camera poses moved into another frame by a known similarity, 3 of 40 centres
+    corrupted: the alignment finds the similarity, flags the 3, and maps poses back exactly."""
+    from pramloc.evaluate import Similarity, align_to_reference
+
+    names = sorted(kitchen)[:40]
+    gt = {n: kitchen[n] for n in names}
+    R = Rotation.from_euler("xyz", [20, -35, 110], degrees=True).as_matrix()
+    to_map = Similarity(0.37, R, np.array([1.0, -2.0, 0.5]))  # reference -> map frame
+    map_poses = {n: to_map.apply_pose(p) for n, p in gt.items()}
+    for n in names[:3]:
+        map_poses[n] = moved(map_poses[n], [0.3, 0, 0])
+    sim, rec = align_to_reference(map_poses, gt)
+    assert rec["images"] == 40 and rec["inliers"] == 37 and rec["residual_max"] < 1e-6
+    assert sim.scale == pytest.approx(1 / 0.37, rel=1e-6)
+    for n in names[3:]:
+        dt, dr = pose_errors(sim.apply_pose(map_poses[n]), gt[n])
+        assert dt < 1e-6 and dr < 1e-4
+    with pytest.raises(PramlocError, match="share 0 image"):
+        align_to_reference({"x.jpg": gt[names[0]]}, gt)
+
+
+def test_cli_evaluate_align_map_from_images_alone(south_root, tmp_path):
+    """A map of 10 South Building photos by structure-from-motion (its own frame and
+    scale), two photos between them localized against it (intrinsics: the map's camera, by
+    EXIF), then evaluated against the reference model with --align: the map the results'
+    log names is aligned first and the poses agree with the reference; without --align they
+    are far off."""
+    photos = [f"P11801{i}.JPG" for i in range(41, 53)]
+    queries, db = photos[4:9:4], [p for p in photos if p not in photos[4:9:4]]
+    (tmp_path / "db.txt").write_text("\n".join(db) + "\n")
+    (tmp_path / "q.txt").write_text("\n".join(queries) + "\n")
+    out, results = tmp_path / "map", tmp_path / "res.txt"
+    res = CliRunner().invoke(cli, ["-q", "build-map", "--images", str(south_root / "images"), "--split",
+                                   str(tmp_path / "db.txt"), "--out", str(out), "--no-train",
+                                   "--set", "features.max_side=800", "--set", "landmarks.num_landmarks=4"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(cli, ["-q", "localize", str(out), "--images", str(south_root / "images"),
+                                   "--queries", str(tmp_path / "q.txt"), "--out", str(results), "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    log = [json.loads(line) for line in results.with_name("res_log.jsonl").read_text().splitlines()]
+    assert all(r["intrinsics"].startswith("from the map's camera (Panasonic DMC-TZ3") for r in log)
+    args = ["--gt-model", str(south_root / "reference"), "--queries", str(tmp_path / "q.txt")]
+    res = CliRunner().invoke(cli, ["evaluate", str(results), *args, "--align", "--json", str(tmp_path / "e.json")])
+    assert res.exit_code == 0, res.output
+    assert f"aligned with {out} on 10/10 camera centres" in res.output
+    run = json.loads((tmp_path / "e.json").read_text())["runs"][0]
+    assert run["alignment"]["residual_median"] < 0.01  # the scene spans ~9 units
+    m = run["metrics"]
+    assert m["num_localized"] == 2 and m["recall"][0]["recall"] == 1.0  # within 0.05 units, 5 deg
+    res = CliRunner().invoke(cli, ["evaluate", str(results), *args, "--json", str(tmp_path / "p.json")])
+    assert json.loads((tmp_path / "p.json").read_text())["runs"][0]["metrics"]["median_translation"] > 1.0

@@ -207,13 +207,13 @@ def test_landmarks_matched_together_hold_the_predicted_visibility(kitchen_map_tr
 
 def test_info_shows_rounded_training_record(kitchen_map_trained):
     """``info`` prints the recognizer's record with 4 significant digits and the real stop
-    reason (the time budget, not 'epochs')."""
+    reason (the time limit here, not 'epochs')."""
     import re
 
     res = run(["info", kitchen_map_trained])
     line = next(l for l in res.output.splitlines() if l.startswith("recognizer: "))
     assert not re.search(r"\d\.\d{5,}", line), line
-    assert "stop_reason time budget" in line or "stop_reason early stopping" in line
+    assert "stop_reason time limit" in line or "stop_reason no improvement" in line
 
 
 def test_successful_query_carries_no_failure_reason(kitchen_map_trained, queries):

@@ -298,12 +298,43 @@ def test_default_threads_counts_the_idle_cores(monkeypatch):
         assert train_mod.default_threads(0.0) == expected
 
 
-def test_budget_stopped_training_says_so(tmp_path, kitchen_images):
-    """Without fixed epochs the time budget ends training (the epochs are fitted to it), and
-    the record says so rather than 'epochs'."""
-    conf = {**SMALL, "epochs": None, "train_minutes": 0.05, "val_every": 2}
+def test_time_limited_training_says_so(tmp_path, kitchen_images):
+    """The hard time limit ends training before its step budget, and the record says so."""
+    conf = {**SMALL, "epochs": None, "min_steps": 100_000, "train_minutes": 0.05, "val_every": 2}
     metrics = train_mod.main(conf, kitchen_images, NUM_LANDMARKS, tmp_path / "r.pt")
-    assert metrics["stop_reason"] == "time budget" and metrics["seconds"] < 0.05 * 60 + 10
+    assert metrics["stop_reason"] == "time limit" and metrics["seconds"] < 0.05 * 60 + 10
+    assert metrics["steps"] < 100_000 <= metrics["step_budget"]
+
+
+def test_step_budget_grows_with_the_map():
+    """Without fixed epochs the budget is steps_per_image per training image, at least min_steps
+    (in whole epochs); fixed epochs override it."""
+    from pramloc.config import RecognizerConfig
+
+    conf = RecognizerConfig(steps_per_image=16, min_steps=1500, batch_size=8)
+    assert train_mod.step_budget(conf, 12, 2) * 2 == 1500  # small map: the minimum
+    assert train_mod.step_budget(conf, 150, 19) * 19 >= 2400 > (train_mod.step_budget(conf, 150, 19) - 1) * 19
+    assert train_mod.step_budget(conf, 1000, 125) * 125 == 16000
+    assert train_mod.step_budget(RecognizerConfig(epochs=7), 1000, 125) == 7
+
+
+def test_step_budget_ends_training_reproducibly(tmp_path, kitchen_images):
+    """A run ended by its step budget says so, and two runs give the same weights."""
+    import torch
+
+    conf = {**SMALL, "epochs": None, "min_steps": 12, "steps_per_image": 0.0}
+    a = train_mod.main(conf, kitchen_images, NUM_LANDMARKS, tmp_path / "a.pt")
+    b = train_mod.main(conf, kitchen_images, NUM_LANDMARKS, tmp_path / "b.pt")
+    assert a["stop_reason"] == "step budget" and a["steps"] == a["step_budget"] >= 12
+    wa, wb = (torch.load(tmp_path / f, weights_only=False)["state_dict"] for f in ("a.pt", "b.pt"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_training_stops_when_validation_stops_improving(tmp_path, kitchen_images):
+    """With a demanding min_improvement, patience ends the run long before its budget."""
+    conf = {**SMALL, "epochs": None, "min_steps": 10_000, "patience": 6, "min_improvement": 0.5, "val_every": 1}
+    metrics = train_mod.main(conf, kitchen_images, NUM_LANDMARKS, tmp_path / "r.pt")
+    assert metrics["stop_reason"] == "no improvement" and metrics["steps"] < 100
 
 
 def test_training_log_names_no_staging_path(tmp_path, kitchen_images, caplog):
@@ -321,5 +352,5 @@ def test_training_log_names_no_staging_path(tmp_path, kitchen_images, caplog):
             train_mod.main({**SMALL, "epochs": 2}, kitchen_images, NUM_LANDMARKS, path)
     finally:
         logger.removeHandler(caplog.handler)
-    assert any("Recognizer: val keypoint accuracy" in m for m in caplog.messages)
+    assert any("Recognizer: stopped by" in m for m in caplog.messages)
     assert not any(".tmp-" in m for m in caplog.messages), caplog.messages

@@ -39,6 +39,11 @@ class GlobalIndex(ABC):
         and scores (k,) float32, best first."""
 
     @abstractmethod
+    def subset(self, rows: Sequence[int]) -> "GlobalIndex":
+        """The index of map images ``rows`` only (in that order), with the same vocabulary or
+        model: the map images a structure-from-motion registered of those it was fitted on."""
+
+    @abstractmethod
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Arrays to store in the map file; :meth:`from_arrays` reads them back."""
 

@@ -27,23 +27,32 @@ MAX_KMEANS_DESCRIPTORS = 100_000
 STORAGE_DTYPES = ("float16", "int8")
 
 
-def build_vocabulary(descriptors: np.ndarray, num_words: int, seed: int = 0,
+def build_vocabulary(descriptors: np.ndarray | Sequence[np.ndarray], num_words: int, seed: int = 0,
                      max_descriptors: int = MAX_KMEANS_DESCRIPTORS) -> np.ndarray:
     """K-means (OpenCV, k-means++ seeding) on at most ``max_descriptors`` descriptors.
 
-    descriptors: (N, D) float32 local descriptors of the map images.
+    descriptors: (N, D) float32 local descriptors of the map images, or one (N_i, D) array
+    per image (the same sample is drawn from them without concatenating them all: a
+    thousand photos' descriptors are never copied at once).
     Returns the visual words (K, D) float32. Deterministic for a given ``seed``.
     """
-    desc = np.asarray(descriptors, dtype=np.float32)
-    if desc.ndim != 2:
-        raise PramlocError(f"vocabulary: descriptors must be (N, D), got shape {desc.shape}")
+    parts = [np.asarray(descriptors)] if isinstance(descriptors, np.ndarray) else list(descriptors)
     if num_words < 1:
         raise PramlocError(f"vocabulary: num_words must be >= 1, got {num_words}")
-    if len(desc) < num_words:
-        raise PramlocError(f"vocabulary: {len(desc)} descriptors are too few for {num_words} words")
-    if len(desc) > max_descriptors:
-        keep = np.random.default_rng(seed).choice(len(desc), max_descriptors, replace=False)
-        desc = desc[np.sort(keep)]
+    if not parts or any(d.ndim != 2 for d in parts):
+        raise PramlocError(f"vocabulary: descriptors must be (N, D), got shape {parts[0].shape if parts else None}")
+    sizes = np.array([len(d) for d in parts])
+    total = int(sizes.sum())
+    if total < num_words:
+        raise PramlocError(f"vocabulary: {total} descriptors are too few for {num_words} words")
+    if total > max_descriptors:
+        keep = np.sort(np.random.default_rng(seed).choice(total, max_descriptors, replace=False))
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        which = np.searchsorted(offsets, keep, side="right") - 1
+        desc = np.concatenate([np.asarray(parts[i], np.float32)[keep[which == i] - offsets[i]]
+                               for i in np.unique(which)])
+    else:
+        desc = np.concatenate([np.asarray(d, np.float32) for d in parts])
     desc = np.ascontiguousarray(desc)
     cv2.setRNGSeed(int(seed))
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 100, 1e-4)
@@ -120,7 +129,7 @@ class VladIndex(GlobalIndex):
     def fit(cls, descriptors: Sequence[np.ndarray], conf) -> "VladIndex":
         """Vocabulary of ``conf.num_words`` words (seed ``conf.seed``) on all the map images'
         descriptors (N_i, D), then their vectors stored as ``conf.storage``."""
-        vocab = build_vocabulary(np.concatenate(descriptors), conf.num_words, seed=conf.seed)
+        vocab = build_vocabulary(descriptors, conf.num_words, seed=conf.seed)
         return cls.build(vocab, descriptors, storage=conf.storage)
 
     def __len__(self) -> int:
@@ -156,6 +165,14 @@ class VladIndex(GlobalIndex):
         k = max(0, min(int(k), len(self)))
         order = np.argsort(-s, axis=-1, kind="stable")[..., :k].astype(np.int64)
         return order, np.take_along_axis(s, order, axis=-1).astype(np.float32)
+
+    def subset(self, rows: Sequence[int]) -> "VladIndex":
+        rows = np.asarray(rows, np.int64)
+        index = VladIndex.__new__(VladIndex)
+        index.vocabulary, index.storage = self.vocabulary, self.storage
+        index.vectors = np.asarray(self.vectors[rows])
+        index.scales = None if self.scales is None else np.asarray(self.scales[rows])
+        return index
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Arrays to store in a map file (HDF5/npz); :meth:`from_arrays` reads them back."""
