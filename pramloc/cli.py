@@ -225,8 +225,10 @@ def export_colmap(map_path, out_dir):
 @click.argument("image", required=False, type=click.Path(path_type=Path))
 @click.option("--dataset", type=DATASETS, help="Queries from a dataset in its native layout.")
 @click.option("--root", type=click.Path(path_type=Path), help="Dataset root (with --dataset).")
-@click.option("--images", type=click.Path(path_type=Path), help="Folder of the query images (with --queries).")
-@click.option("--queries", type=click.Path(path_type=Path), help="Split file (--dataset) or hloc query list 'name MODEL W H params...'.")
+@click.option("--images", type=click.Path(path_type=Path),
+              help="Folder of the query images: all of them, or those --queries lists.")
+@click.option("--queries", type=click.Path(path_type=Path),
+              help="Split file (--dataset) or hloc query list (names, or 'name MODEL W H params...' lines).")
 @click.option("--camera", help='Intrinsics at the image size, e.g. "PINHOLE 640 480 525 525 320 240" '
               '(default: from each photo\'s EXIF, else a guess; the focal is then refined).')
 @click.option("--mode", type=click.Choice(["auto", "recognition", "retrieval"]), default="auto", show_default=True,
@@ -253,18 +255,26 @@ def localize(map_path, image, dataset, root, images, queries, camera, mode, out,
 
     conf = localization_config(list(overrides))
     default_cam = Camera.from_string(camera) if camera else None
+    if image is not None and Path(image).is_dir():  # a folder: every image in it
+        if images is not None:
+            raise PramlocError(f"{image}: give the folder once (as IMAGE or as --images)")
+        image, images = None, image
     if image is not None:
+        if not Path(image).is_file():  # before the map is loaded, and nothing written
+            raise PramlocError(f"{image}: image not found")
         if default_cam is not None:  # --camera gives the intrinsics exactly: at the photo's size
             from .intrinsics import check_camera
 
             check_camera(image, default_cam)
-        r = loc_mod.Localizer(map_path, mode, conf, device).localize(image, default_cam, str(image))
+        # Named as in a results file of a folder: the file's name, not the path as typed.
+        r = loc_mod.Localizer(map_path, mode, conf, device).localize(image, default_cam, Path(image).name)
         if out is not None or log_path is not None:  # the same files as for a list of queries
             written = loc_mod.write_results([r], out, log_path)
             click.echo("wrote " + ", ".join(str(p) for p in written), err=True)
         if r.pose is None:
-            raise PramlocError(f"{image}: localization failed: {r.reason}")
-        click.echo(f"{image} " + " ".join(f"{v:.6f}" for v in (*r.pose.qvec, *r.pose.tvec)))
+            reason = r.reason[len(f"{image}: "):] if r.reason.startswith(f"{image}: ") else r.reason
+            raise PramlocError(f"{image}: localization failed: {reason}")
+        click.echo(f"{r.name} " + " ".join(f"{v:.6f}" for v in (*r.pose.qvec, *r.pose.tvec)))
         click.echo(r.summary(), err=True)
         return
     query_list = loc_mod.query_list(dataset=dataset, root=root, images=images, queries=queries, camera=default_cam)

@@ -31,9 +31,11 @@ if not CONFIG_DIR.is_dir():  # running from a checkout: configs/ sits beside the
 PRESETS = ("indoor", "outdoor")
 
 
-def _closest(key: str, valid) -> str:
+def _closest(key: str, valid, section: str = "") -> str:
+    """" (did you mean 'section.key'?)" for the valid key closest to ``key`` (as it is written
+    in ``--set``: with its section)."""
     near = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.0)
-    return f" (did you mean {near[0]!r}?)" if near else ""
+    return f" (did you mean {(f'{section}.' if section else '') + near[0]!r}?)" if near else ""
 
 
 def _type_ok(value: Any, hint: Any) -> bool:
@@ -71,7 +73,7 @@ class StageConfig:
         for key, value in values.items():
             where = f"{section}.{key}" if section else str(key)
             if key not in names:
-                raise PramlocError(f"unknown config key {where!r}{_closest(str(key), names)}")
+                raise PramlocError(f"unknown config key {where!r}{_closest(str(key), names, section)}")
             if not _type_ok(value, hints[key]):
                 raise PramlocError(f"config key {where!r} must be {_type_name(hints[key])}, got {value!r}")
         defaults = cls()

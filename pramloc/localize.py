@@ -49,7 +49,8 @@ class QueryResult:
     ``num_refined_matches``: the matches by projection of the refinement (0 when it did not
     run); ``num_inliers`` of the pose, counted among the matches of ``pose_from`` ("first
     matching" or "refinement", whichever pose had more inliers). ``intrinsics``: where the
-    camera came from ("given", or how it was estimated, see :mod:`pramloc.intrinsics`);
+    camera came from ("given", the map's camera, or how it was estimated, see
+    :mod:`pramloc.intrinsics`; empty when the query failed before);
     ``focal``: the focal length in pixels of the pose's camera (refined when estimated),
     ``focal_initial`` before refinement. ``notes``: what happened on each path tried;
     ``reason``: why the query failed (empty on success).
@@ -68,7 +69,7 @@ class QueryResult:
     num_refined_matches: int = 0
     num_inliers: int = 0
     pose_from: str = ""
-    intrinsics: str = "given"
+    intrinsics: str = ""
     focal_initial: float | None = None
     focal: float | None = None
     times: dict[str, float] = field(default_factory=dict)
@@ -338,7 +339,9 @@ class Localizer:
                 f = (extract_image(image, self.feature_conf) if isinstance(image, np.ndarray)
                      else extract_path(image, self.feature_conf))
             size = w, h = tuple(int(v) for v in f["image_size"])
-            if camera is None:
+            if camera is not None:
+                res.intrinsics = "given"
+            else:
                 camera, res.intrinsics = self._estimate_camera(image, w, h)
                 res.focal_initial = float(camera.K()[0, 0])
             if (w, h) != (camera.width, camera.height):
@@ -404,8 +407,9 @@ class Localizer:
 def query_list(dataset: str | None = None, root: Path | None = None, images: Path | None = None,
                queries: Path | None = None, camera: Camera | None = None) -> list[tuple[str, Path, Camera | None]]:
     """(name, path, camera) of the queries: a dataset split (``dataset``, ``root``,
-    ``queries``) or an hloc query list (``images``, ``queries``: ``name MODEL W H params``,
-    ``camera`` for lines without intrinsics). A camera is None where none is known: the
+    ``queries``), an hloc query list (``images``, ``queries``: ``name MODEL W H params``,
+    ``camera`` for lines without intrinsics), or every image of the folder ``images``
+    (names relative to it). A camera is None where none is known: the
     localizer estimates it (:meth:`Localizer.localize`)."""
     from .datasets import load_dataset
     from .io import read_query_list
@@ -413,8 +417,13 @@ def query_list(dataset: str | None = None, root: Path | None = None, images: Pat
     if dataset:
         scene = load_dataset(dataset, root, queries)
         return [(im.name, scene.path(im.name), im.camera or camera) for im in scene.images]
-    if images is None or queries is None:
-        raise PramlocError("give an image, --dataset/--root/--queries, or --images with --queries")
+    if images is None:
+        raise PramlocError("give an image, a folder of images, --images DIR (with --queries LIST to pick some), "
+                           "or --dataset/--root/--queries")
+    if queries is None:  # every image of the folder
+        from .datasets import list_images
+
+        return [(name, Path(images) / name, camera) for name in list_images(Path(images))]
     return [(name, Path(images) / name, cam or camera) for name, cam in read_query_list(queries).items()]
 
 

@@ -21,7 +21,7 @@ def test_overrides_are_checked_with_a_suggestion():
     conf = load_config("indoor", ["landmarks.num_landmarks=64", "recognizer.augment={scale: 0.5}"])
     assert conf.landmarks.num_landmarks == 64
     assert conf.recognizer.augment["scale"] == 0.5 and conf.recognizer.augment["rotation"] == 15.0  # merged
-    with pytest.raises(PramlocError, match=r"'landmarks.num_landmark'.*did you mean 'num_landmarks'"):
+    with pytest.raises(PramlocError, match=r"'landmarks.num_landmark'.*did you mean 'landmarks.num_landmarks'"):
         load_config("indoor", ["landmarks.num_landmark=64"])
     with pytest.raises(PramlocError, match=r"section 'landmark'.*did you mean 'landmarks'"):
         load_config("indoor", ["landmark.num_landmarks=64"])
@@ -39,7 +39,7 @@ def test_localization_overrides_share_the_mechanism():
     assert localization_config(["min_inliers=20", "localization.ratio=0.8"]) == LocalizationConfig(
         min_inliers=20, ratio=0.8)
     assert LocalizationConfig.of(None) == LocalizationConfig()
-    with pytest.raises(PramlocError, match=r"'localization.min_inlier'.*did you mean 'min_inliers'"):
+    with pytest.raises(PramlocError, match=r"'localization.min_inlier'.*did you mean 'localization.min_inliers'"):
         localization_config(["min_inlier=20"])
     with pytest.raises(PramlocError, match=r"'recognizer.widht'.*'width'"):
         RecognizerConfig.from_dict({"widht": 3}, "recognizer")

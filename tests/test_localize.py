@@ -272,12 +272,44 @@ def test_single_image_writes_out_and_log(kitchen_map, kitchen_root, tmp_path):
     res = run(["localize", kitchen_map, image, "--camera", CAM, "--mode", "retrieval", "--out", out, "--log", log])
     assert f"wrote {out}, {log}" in res.output
     poses = read_poses(out)
-    assert list(poses) == [str(image)]
+    assert list(poses) == [image.name]  # the file's name, as in a folder's results, not the path as typed
     rec = json.loads(log.read_text())
-    assert rec["name"] == str(image) and rec["path"] == "retrieval" and rec["pose"] is not None
+    assert rec["name"] == image.name and rec["path"] == "retrieval" and rec["pose"] is not None
+    assert rec["intrinsics"] == "given"
     # --out alone: the log beside it.
     run(["localize", kitchen_map, image, "--camera", CAM, "--mode", "retrieval", "--out", tmp_path / "two.txt"])
     assert (tmp_path / "two_log.jsonl").is_file()
+
+
+def test_first_hour_mistakes_get_one_line_errors(kitchen_map, kitchen_root, tmp_path):
+    """A missing photo is one line naming it once, before the map is loaded, and nothing is
+    written; a query that fails names no intrinsics it never had."""
+    out = tmp_path / "r.txt"
+    res = run(["localize", kitchen_map, tmp_path / "nope.jpg", "--out", out], ok=False)
+    assert res.exit_code == 2 and res.output.strip() == f"pramloc: error: {tmp_path / 'nope.jpg'}: image not found"
+    assert not out.exists() and not out.with_name("r_log.jsonl").exists()
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    res = run(["localize", kitchen_map, broken, "--out", out], ok=False)
+    assert res.output.count(str(broken)) == 1, res.output
+    rec = json.loads(out.with_name("r_log.jsonl").read_text())
+    assert rec["pose"] is None and rec["intrinsics"] == "" and "cannot decode" in rec["reason"]
+
+
+def test_localize_a_folder(kitchen_map, kitchen_root, tmp_path):
+    """``localize MAP --images DIR --out F`` (or the folder as IMAGE) localizes every image of
+    the folder, named relative to it."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for i in (15, 21):
+        (folder / f"{i}.jpg").symlink_to(kitchen_root / frame(i))
+    (folder / "sub" / "27.jpg").symlink_to(kitchen_root / frame(27))
+    for args in (["--images", folder], [folder]):
+        out = tmp_path / "folder.txt"
+        res = run(["localize", kitchen_map, *args, "--camera", CAM, "--mode", "retrieval", "--out", out,
+                   "--workers", "1"])
+        assert "localized 3/3" in res.output, res.output
+        assert sorted(read_poses(out)) == ["15.jpg", "21.jpg", "sub/27.jpg"]
 
 
 def test_ratio_test_is_the_map_extractors(kitchen_map, kitchen_root, kitchen_split, queries, tmp_path):
