@@ -9,7 +9,7 @@ the recognizer's training labels, :func:`pramloc.landmarks.projected_labels`); a
 is visible when at least 10 of its points project into the image.
 
 The recognizer and the baselines see what the localizer gives the recognizer: the
-strongest ``recognition_keypoints`` (1024) keypoints of each query.
+strongest ``recognition_keypoints`` (512) keypoints of each query.
 
 Metrics: keypoint accuracy on labelled keypoints, top-1 precision (top-ranked landmark
 visible), dominant-landmark recall@1/3/5, for the recognizer and two baselines:

@@ -25,6 +25,7 @@ from .errors import PramlocError
 from .features.base import LEGACY_ROOTSIFT, DescriptorSpec
 from .geometry import Camera, Pose
 from .intrinsics import cameras_by_key
+from .mapio import POINTS_ORDER
 from .io import read_features
 from .timing import peak_memory_mb, timed
 
@@ -51,11 +52,14 @@ def _scene_from_sfm(scene: Scene, rec: pycolmap.Reconstruction) -> Scene:
 
 def assemble(scene: Scene, seg: landmarks.LandmarkSegmentation, feats: list[dict],
              spec: DescriptorSpec = LEGACY_ROOTSIFT) -> mapio.LandmarkMap:
-    """Kept points sorted by landmark + per-image observations (with their pixels) -> LandmarkMap
+    """Kept points sorted by landmark (within one, by the number of map images observing
+    them, most first) + per-image observations (with their pixels) -> LandmarkMap
     (descriptors as the extractor's ``spec`` declares)."""
     kept = seg.tracks.subset(seg.keep)
     lm = seg.landmark[seg.keep]
-    order = np.argsort(lm, kind="stable")
+    # By landmark, and within a landmark the points seen by the most map images first: the
+    # recognition path matches the first ones of each landmark it recognizes.
+    order = np.lexsort((-kept.track_length, lm))
     new_id = np.empty(len(order), np.int64)
     new_id[order] = np.arange(len(order))
     obs_pt = new_id[kept.obs_point]
@@ -178,7 +182,7 @@ def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False,
     staging = mapio.staging_dir(out)
     try:
         mapio.write_map_data(m, staging)
-        extra = {"config": conf.to_dict(), "source": scene.source, "feature": fconf,
+        extra = {"config": conf.to_dict(), "source": scene.source, "feature": fconf, "points_order": POINTS_ORDER,
                  "descriptor": json.loads(m.descriptor_spec.to_json()),
                  "retrieval": {"method": conf.retrieval.method}, "stats": stats}
         if train:

@@ -136,6 +136,8 @@ class TriangulationConfig(StageConfig):
     min_tri_angle: float = 1.5               # degrees
     sfm_init_min_tri_angle: float = 8.0      # degrees, SfM's initial image pair (pycolmap: 16; at 16 a
                                              # third of the Sacre-Coeur rebuilds registered 2 of 10 photos)
+    sfm_min_inliers: int = 15                # PnP inliers that register a photo in SfM (pycolmap: 30; at 30 the
+                                             # first 64 South Building photos split into models of 47 and 15)
 
 
 @dataclass
@@ -221,11 +223,14 @@ class LocalizationConfig(StageConfig):
     refine_max_error: float = 12.0  # px, RANSAC threshold of the refined pose
     ratio: float | None = None      # ratio test of the 2D-3D matching (null: the map's extractor's, see
                                     # pramloc/features/: SIFT 0.9, XFeat and DISK none; 1.0: none)
-    recognition_keypoints: int = 1024  # keypoints labelled by the recognizer (the strongest)
+    recognition_keypoints: int = 512   # keypoints labelled by the recognizer (the strongest; attention grows with
+                                    # the square of their number: 8.5 ms at 512, 14 at 1024 on 2 cores)
     landmark_visibility: float = 0.9  # landmarks matched together: those holding this share of the predicted visibility
     max_landmarks: int = 32         # ... at most this many
     hypotheses: int = 2             # landmark groups tried in turn until a confident pose (by visibility, by votes)
     match_keypoints: int = 1024     # the strongest keypoints matched to the landmarks (refinement: all)
+    landmark_points: int | None = 256  # points of each recognized landmark matched first: those seen by the most
+                                    # map images (null: all); the refinement adds the co-visible images' points
     min_votes: float = 3.0          # votes of the first group of landmarks; below: recognition is unsure
     confident_inliers: int = 100    # below: the next landmark group is tried; auto: retrieval too (most inliers wins)
     refine_radius: float = 20.0     # px, search radius of the matching by projection

@@ -32,7 +32,7 @@ from .errors import PramlocError
 from .features import extract_image, extract_path
 from .geometry import Camera, Pose
 from .intrinsics import SOURCE_GUESS, guess_camera, photo_camera, size_mismatch
-from .mapio import LandmarkMap, load_map, retrieval_index
+from .mapio import POINTS_ORDER, LandmarkMap, load_map, retrieval_index
 from .matching import match
 from .registration import PoseEstimate, refine_by_projection, solve_pose
 from .timing import timed as _Timer
@@ -182,6 +182,10 @@ class Localizer:
         self.exif_cameras = {k: Camera.from_string(v)
                              for k, v in self.map.manifest.get("stats", {}).get("exif_cameras", {}).items()}
         self._offsets = self.map.landmark_offsets
+        self._ranked = None  # within each landmark, points by observations (maps written before: computed)
+        if self.recognizer is not None and self.map.manifest.get("points_order") != POINTS_ORDER:
+            counts = np.diff(self.map.point_track_offsets())
+            self._ranked = np.lexsort((-counts, np.asarray(self.map.point_landmark)))
 
     def _xyz(self, points: np.ndarray) -> np.ndarray:
         """World coordinates (K, 3) float64 of map points ``points`` (read on demand)."""
@@ -308,8 +312,11 @@ class Localizer:
                     yield group
 
     def _landmark_points(self, landmarks: np.ndarray) -> np.ndarray:
-        o = self._offsets
-        return np.concatenate([np.arange(o[l], o[l + 1]) for l in landmarks])
+        """The points of ``landmarks`` matched first: of each, the ``landmark_points`` seen by the
+        most map images (points are stored in that order within a landmark), or all."""
+        o, n = self._offsets, self.conf["landmark_points"]
+        pts = np.concatenate([np.arange(o[l], o[l + 1] if n is None else min(o[l] + n, o[l + 1])) for l in landmarks])
+        return pts if self._ranked is None or n is None else np.sort(self._ranked[pts])
 
     def _retrieval_path(self, q: _Query, res: QueryResult) -> _Attempt:
         with _Timer(q.times, "retrieval"):

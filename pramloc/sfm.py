@@ -380,6 +380,7 @@ def reconstruct(scene: Scene, features: Path, work_dir: Path, conf: Triangulatio
     opts.triangulation.ignore_two_view_tracks = False
     opts.random_seed = seed
     opts.mapper.init_min_tri_angle = conf.sfm_init_min_tri_angle
+    opts.mapper.abs_pose_min_num_inliers = conf.sfm_min_inliers
     if all(im.camera is not None for im in scene.images):  # known intrinsics: keep them
         opts.ba_refine_focal_length = opts.ba_refine_principal_point = opts.ba_refine_extra_params = False
         opts.mapper.abs_pose_refine_focal_length = opts.mapper.abs_pose_refine_extra_params = False

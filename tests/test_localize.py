@@ -312,6 +312,33 @@ def test_localize_a_folder(kitchen_map, kitchen_root, tmp_path):
         assert sorted(read_poses(out)) == ["15.jpg", "21.jpg", "sub/27.jpg"]
 
 
+def test_recognized_landmarks_are_matched_by_their_most_observed_points(kitchen_map_trained, tmp_path):
+    """Points are stored by landmark and, within one, most observed first (the manifest says
+    so); the recognition path's first matching takes ``landmark_points`` of each landmark:
+    the most observed, also on a map written before that order (ranked at load)."""
+    import json
+
+    from pramloc.mapio import POINTS_ORDER, load_map
+
+    m = load_map(kitchen_map_trained)
+    assert m.manifest["points_order"] == POINTS_ORDER
+    seen = np.diff(m.point_track_offsets())
+    o = m.landmark_offsets
+    assert all(np.all(np.diff(seen[o[l]:o[l + 1]]) <= 0) for l in range(m.num_landmarks))
+    loc = Localizer(kitchen_map_trained, "recognition", {"landmark_points": 5})
+    pts = loc._landmark_points(np.array([0, 2]))
+    assert pts.tolist() == list(range(o[0], o[0] + 5)) + list(range(o[2], o[2] + 5))
+    assert len(Localizer(kitchen_map_trained, "recognition", {"landmark_points": None})._landmark_points(np.array([1]))) == o[2] - o[1]
+    # A map from before the order: the same points are chosen (ranked when it is loaded).
+    old = tmp_path / "old"
+    shutil.copytree(kitchen_map_trained, old)
+    man = json.loads((old / "manifest.json").read_text())
+    del man["points_order"]
+    (old / "manifest.json").write_text(json.dumps(man))
+    pts_old = Localizer(old, "recognition", {"landmark_points": 5})._landmark_points(np.array([0, 2]))
+    assert np.array_equal(np.sort(seen[pts_old]), np.sort(seen[pts]))
+
+
 def test_ratio_test_is_the_map_extractors(kitchen_map, kitchen_root, kitchen_split, queries, tmp_path):
     """``localization.ratio`` null (the default) takes the ratio test the map's extractor
     declares: 0.9 for SIFT; none for XFeat and DISK, whose descriptors rarely pass one

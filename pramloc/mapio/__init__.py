@@ -28,7 +28,7 @@ from .. import retrieval
 from ..errors import PramlocError
 from .folder import _Folder, commit, exchange, part_sizes, remove_stale_staging, staging_dir
 from .manifest import MANIFEST, _checked_parts, _open_parts, read_manifest, write_manifest
-from .model import RECOGNIZER, LandmarkMap, check_consistency
+from .model import POINTS_ORDER, RECOGNIZER, LandmarkMap, check_consistency
 from .schema import MAP_H5, dequantize_descriptors, h5_part_sizes, quantize_descriptors, read_map_data, write_map_data
 
 class _Replaced(Exception):
@@ -93,7 +93,7 @@ def retrieval_index(m: LandmarkMap) -> retrieval.GlobalIndex:
     return retrieval.from_arrays(method, m.retrieval)
 
 
-__all__ = ["LandmarkMap", "MANIFEST", "MAP_H5", "RECOGNIZER", "check_consistency", "commit",
+__all__ = ["LandmarkMap", "MANIFEST", "MAP_H5", "POINTS_ORDER", "RECOGNIZER", "check_consistency", "commit",
            "dequantize_descriptors", "exchange", "h5_part_sizes", "load_map", "part_sizes", "quantize_descriptors",
            "read_manifest", "read_part", "remove_stale_staging", "retrieval_index", "staging_dir",
            "write_manifest", "write_map_data"]

@@ -12,6 +12,9 @@ from ..features.base import LEGACY_ROOTSIFT, DescriptorSpec
 from ..geometry import Camera, Pose
 
 RECOGNIZER = "recognizer.pt"  # the map folder's parts besides map.h5 and manifest.json
+# The manifest's ``points_order`` of maps whose points are sorted by landmark and, within one, by
+# the number of map images observing them (most first); maps without it are sorted by landmark only.
+POINTS_ORDER = "landmark, observations"
 
 
 @dataclass
@@ -60,6 +63,15 @@ class LandmarkMap:
 
     def image_point_ids(self, i: int) -> np.ndarray:
         return self.image_points[self.image_offsets[i]:self.image_offsets[i + 1]].astype(np.int64)
+
+    def point_track_offsets(self) -> np.ndarray:
+        """(P + 1,) offsets of each point's observing images in the stored tracks (``diff``:
+        how many map images observe each point)."""
+        if self.tracks is None:
+            from .schema import point_tracks
+
+            self.tracks = point_tracks(np.asarray(self.image_points), self.image_offsets, len(self.xyz))
+        return np.asarray(self.tracks[0])
 
     def point_images(self, points: np.ndarray) -> np.ndarray:
         """The map images observing ``points``, one entry per observation (an image observing
