@@ -41,7 +41,7 @@ def test_localization_overrides_share_the_mechanism():
     assert LocalizationConfig.of(None) == LocalizationConfig()
     with pytest.raises(PramlocError, match=r"'localization.min_inlier'.*did you mean 'localization.min_inliers'"):
         localization_config(["min_inlier=20"])
-    with pytest.raises(PramlocError, match=r"'recognizer.widht'.*'width'"):
+    with pytest.raises(PramlocError, match=r"'recognizer.widht'.*'recognizer.width'"):
         RecognizerConfig.from_dict({"widht": 3}, "recognizer")
 
 

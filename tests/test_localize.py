@@ -159,7 +159,8 @@ def test_landmark_hypotheses_are_tried_in_turn(kitchen_map_trained, queries):
     assert r3.landmarks[:2] == r1.landmarks and 2 < len(r3.landmarks) <= 6
     assert len(set(r3.landmarks)) == len(r3.landmarks)
     f = extract_path(scene.path(im.name), three.feature_conf)
-    rec = three.recognizer.recognize(f["keypoints"][:1024], f["descriptors"][:1024], tuple(f["image_size"]))
+    n = three.conf["recognition_keypoints"]
+    rec = three.recognizer.recognize(f["keypoints"][:n], f["descriptors"][:n], tuple(f["image_size"]))
     assert set(np.argsort(-rec.votes, kind="stable")[:2].tolist()) <= set(r3.landmarks)
     assert r3.path == "recognition" and r3.num_inliers >= r1.num_inliers
     assert pose_errors(r3.pose, im.pose)[0] < 0.05
@@ -198,7 +199,8 @@ def test_landmarks_matched_together_hold_the_predicted_visibility(kitchen_map_tr
         vis = np.array(r.visibility)
         sizes[share] = len(r.landmarks)
         f = extract_path(scene.path(im.name), loc.feature_conf)
-        rec = loc.recognizer.recognize(f["keypoints"][:1024], f["descriptors"][:1024], tuple(f["image_size"]))
+        n = loc.conf["recognition_keypoints"]
+        rec = loc.recognizer.recognize(f["keypoints"][:n], f["descriptors"][:n], tuple(f["image_size"]))
         before_last = vis[:-1].sum() / rec.visibility.sum()
         assert before_last < share or len(r.landmarks) == 1
         assert vis.sum() / rec.visibility.sum() >= share - 1e-6 or len(r.landmarks) == len(rec.ranked())

@@ -71,7 +71,7 @@ class LandmarkMap:
             from .schema import point_tracks
 
             self.tracks = point_tracks(np.asarray(self.image_points), self.image_offsets, len(self.xyz))
-        return np.asarray(self.tracks[0])
+        return np.asarray(self.tracks[0], np.int64)
 
     def point_images(self, points: np.ndarray) -> np.ndarray:
         """The map images observing ``points``, one entry per observation (an image observing
