@@ -31,7 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("GLOG_minloglevel", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import DATA, OUT, RESULTS, stamp  # noqa: E402

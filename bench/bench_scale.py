@@ -158,11 +158,11 @@ def measure(map_path: Path, num_queries: int, workers: int) -> dict:
     for mode in ("auto", "retrieval"):
         loc.mode = mode
         results = [loc.localize(p, c, n) for n, p, c in queries]
-        stages = sorted({k for r in results for k in r.times})
-        med = {k: round(float(np.median([r.times.get(k, 0.0) for r in results]) * 1000), 2) for k in stages}
-        after = [sum(v for k, v in r.times.items() if k != "features") for r in results]
-        out[mode] = {"median_ms": med, "after_features_ms": round(float(np.median(after) * 1000), 2),
-                     "total_ms": round(float(np.median([sum(r.times.values()) for r in results]) * 1000), 2),
+        stages = sorted({k for r in results for k in r.times_ms})
+        med = {k: round(float(np.median([r.times_ms.get(k, 0.0) for r in results])), 2) for k in stages}
+        after = [sum(v for k, v in r.times_ms.items() if k != "features") for r in results]
+        out[mode] = {"median_ms": med, "after_features_ms": round(float(np.median(after)), 2),
+                     "total_ms": round(float(np.median([sum(r.times_ms.values()) for r in results])), 2),
                      "localized": sum(r.pose is not None for r in results), "queries": len(results),
                      "paths": {p: sum(r.path == p for r in results) for p in ("recognition", "retrieval", "failed")}}
     out["memory_after_queries"] = _memory()

@@ -5,10 +5,17 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # a checkout without `pip install -e .`
+    sys.path.insert(0, str(ROOT))
+
+from pramloc import runtime  # noqa: E402
+
+runtime.configure()  # as the `pramloc` command runs: quiet glog, passive OpenMP, malloc, log lines
 DATA = Path(os.environ.get("PRAMLOC_DATA", ROOT.parent / "shared" / "data"))
 OUT = ROOT / "bench" / "out"  # maps and results files (large, not committed)
 RESULTS = ROOT / "bench" / "results"  # raw JSON of each run (small, committed; docs/BENCHMARKS.md)

@@ -12,11 +12,9 @@ the hloc-style exhaustive reference (bench/bench_exhaustive.py); then write the 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("GLOG_minloglevel", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_build  # noqa: E402

@@ -54,7 +54,9 @@ def handle_errors(func):
 @click.version_option(package_name="pramloc")
 def main(verbose: int, quiet: bool):
     """pramloc: hierarchical visual localization with landmark recognition."""
-    from . import progress
+    from . import progress, runtime
+
+    runtime.configure()  # before torch is imported (see pramloc/runtime.py)
 
     if quiet:
         logger.setLevel(logging.WARNING)
@@ -287,7 +289,7 @@ def localize(map_path, image, dataset, root, images, queries, camera, mode, out,
                      ray=use_ray, ray_address=None if ray_address == "auto-local" else ray_address,
                      send_bytes=send == "bytes")
     click.echo(f"localized {s['queries'] - s['failed']}/{s['queries']} (recognition {s['recognition']}, "
-               f"retrieval {s['retrieval']}, failed {s['failed']}), median {s['median_time_s'] * 1000:.0f} ms/query")
+               f"retrieval {s['retrieval']}, failed {s['failed']}), median {s['median_time_ms']:.0f} ms/query")
     click.echo(f"results: {s['results']}\nlog: {s['log']}")
 
 

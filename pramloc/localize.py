@@ -35,7 +35,7 @@ from .intrinsics import SOURCE_GUESS, guess_camera, photo_camera, size_mismatch
 from .mapio import POINTS_ORDER, LandmarkMap, load_map, retrieval_index
 from .matching import match
 from .registration import PoseEstimate, refine_by_projection, solve_pose
-from .timing import timed as _Timer
+from .timing import timed_ms as _Timer
 
 MODES = ("recognition", "retrieval", "auto")
 SOURCE_MAP = "from the map's camera"  # a query of a camera the map knows (same EXIF make, model, size and focal)
@@ -72,15 +72,15 @@ class QueryResult:
     intrinsics: str = ""
     focal_initial: float | None = None
     focal: float | None = None
-    times: dict[str, float] = field(default_factory=dict)
+    times_ms: dict[str, float] = field(default_factory=dict)  # wall time per stage, ms
     notes: dict[str, str] = field(default_factory=dict)
     reason: str = ""
 
     def log_record(self) -> dict:
         d = asdict(self)
         d["pose"] = None if self.pose is None else {"qvec": self.pose.qvec.tolist(), "tvec": self.pose.tvec.tolist()}
-        d["times"] = {k: round(v * 1000, 2) for k, v in self.times.items()}  # ms
-        d["time_total_ms"] = round(sum(self.times.values()) * 1000, 2)
+        d["times"] = {k: round(v, 2) for k, v in d.pop("times_ms").items()}  # ms
+        d["time_total_ms"] = round(sum(self.times_ms.values()), 2)
         return d
 
     def lines(self) -> tuple[str, str]:
@@ -101,12 +101,12 @@ class QueryResult:
         else:
             counts = f"{self.num_inliers} inliers of {self.num_matches} matches (the refinement found no better pose)"
         if self.intrinsics == "given" or self.intrinsics.startswith(SOURCE_MAP):
-            cam = f"intrinsics {self.intrinsics}"
+            cam = f"intrinsics {self.intrinsics}" + (f" ({self.notes['camera']})" if "camera" in self.notes else "")
         else:
             cam = (f"intrinsics estimated from {self.intrinsics}: focal {self.focal_initial:.0f} px, refined to "
                    f"{self.focal:.0f} px")
         return (f"path {self.path}, {counts}, landmarks {self.landmarks}, {cam}, "
-                f"{sum(self.times.values()) * 1000:.0f} ms")
+                f"{sum(self.times_ms.values()):.0f} ms")
 
 
 @dataclass
@@ -136,7 +136,7 @@ class _Query:
     camera: Camera
     px: float
     refine_focal: bool
-    times: dict[str, float]
+    times_ms: dict[str, float]
 
 
 class Localizer:
@@ -213,7 +213,7 @@ class Localizer:
         points; the pose kept needs ``min_inliers``."""
         c = self.conf
         first_min = min(c["min_first_inliers"], c["min_inliers"])
-        with _Timer(q.times, "pnp"):
+        with _Timer(q.times_ms, "pnp"):
             if len(matches) < 4:
                 est, why = None, f"{len(matches)} matches < the 4 of PnP"
             else:
@@ -237,7 +237,7 @@ class Localizer:
         """Re-match by projection against ``seed_points`` and the points of the map images
         co-visible with the inliers, then re-estimate (:func:`refine_by_projection`)."""
         c = self.conf
-        with _Timer(q.times, "refinement"):
+        with _Timer(q.times_ms, "refinement"):
             # Map images by how many of the inlier points they observe (ties: map order).
             images, counts = np.unique(self.map.point_images(np.unique(matches[est.inlier_mask, 1])),
                                        return_counts=True)
@@ -250,7 +250,7 @@ class Localizer:
 
     def _recognition_path(self, q: _Query, res: QueryResult) -> _Attempt:
         c = self.conf
-        with _Timer(q.times, "recognition"):
+        with _Timer(q.times_ms, "recognition"):
             # The strongest keypoints only (features are sorted by score): attention cost
             # grows with the square of their number.
             n = min(len(q.kps), c["recognition_keypoints"])
@@ -270,7 +270,7 @@ class Localizer:
         # views), then the next ones.
         best, tried = None, []
         for group in self._hypotheses(rec, ranked, k):
-            with _Timer(q.times, "matching"):
+            with _Timer(q.times_ms, "matching"):
                 pts = self._landmark_points(group)
                 matches = self._match(np.arange(min(len(q.kps), c["match_keypoints"])), q.desc, pts)
             attempt = self._register_and_refine(matches, pts, q)
@@ -319,11 +319,11 @@ class Localizer:
         return pts if self._ranked is None or n is None else np.sort(self._ranked[pts])
 
     def _retrieval_path(self, q: _Query, res: QueryResult) -> _Attempt:
-        with _Timer(q.times, "retrieval"):
+        with _Timer(q.times_ms, "retrieval"):
             idx, _ = self.index.search(self.index.describe(q.desc_np), self.top_k)
             res.retrieved = [self.map.image_names[i] for i in idx]
             pts = np.unique(np.concatenate([self.map.image_point_ids(i) for i in idx]))
-        with _Timer(q.times, "matching"):
+        with _Timer(q.times_ms, "matching"):
             matches = self._match(np.arange(len(q.kps)), q.desc, pts)
         attempt = self._register_and_refine(matches, pts, q)
         if attempt.estimate is None:
@@ -342,7 +342,7 @@ class Localizer:
         name = name or (str(image) if not isinstance(image, np.ndarray) else "image")
         res = QueryResult(name, map=str(self.map.path))
         try:
-            with _Timer(res.times, "features"):
+            with _Timer(res.times_ms, "features"):
                 f = (extract_image(image, self.feature_conf) if isinstance(image, np.ndarray)
                      else extract_path(image, self.feature_conf))
             size = w, h = tuple(int(v) for v in f["image_size"])
@@ -355,6 +355,9 @@ class Localizer:
                 if abs(w / h - camera.width / camera.height) > 0.01:
                     res.reason = size_mismatch(name, (w, h), camera)
                     return res
+                if res.intrinsics == "given":  # said, never silent: e.g. a 640x480 calibration on a 12 MP photo
+                    res.notes["camera"] = (f"the given camera is for {camera.width}x{camera.height}, scaled to "
+                                           f"the image's {w}x{h}")
                 camera = camera.scaled(w / camera.width, h / camera.height)
             kps, desc_np = f["keypoints"].astype(np.float64), f["descriptors"]
             res.num_keypoints = len(kps)
@@ -365,7 +368,7 @@ class Localizer:
             # that were downscaled for extraction (e.g. 3072 px photos at max_side 1024).
             px = max(1.0, max(size) / (self.feature_conf.get("max_side") or max(size)))
             q = _Query(kps, torch.from_numpy(desc_np).to(self.device), desc_np, size, camera, px,
-                       res.intrinsics != "given" and not res.intrinsics.startswith(SOURCE_MAP), res.times)
+                       res.intrinsics != "given" and not res.intrinsics.startswith(SOURCE_MAP), res.times_ms)
             self._localize(q, res)
         except PramlocError as err:
             res.reason = str(err)
@@ -396,11 +399,11 @@ class Localizer:
         for path, a in attempts.items():
             if a.estimate is not None and not a.note:
                 a.note = f"{path} pose: {a.num_inliers} inliers"
-        res.notes = {path: a.note for path, a in attempts.items()}
+        res.notes.update({path: a.note for path, a in attempts.items()})
         won = [p for p, a in attempts.items() if a.estimate is not None]
         if not won:
             res.num_matches = max(a.num_matches for a in attempts.values())
-            res.reason = "; ".join(res.notes.values())
+            res.reason = "; ".join(a.note for a in attempts.values())
             return
         res.path = max(won, key=lambda p: attempts[p].num_inliers)  # recognition first on a tie
         a = attempts[res.path]
@@ -524,7 +527,7 @@ def main(map_path: Path, queries: list[tuple[str, Path, Camera | None]], out: Pa
         for r in track(results, desc=f"localize ({mode})", total=len(queries)):
             name = r.name
             counts[r.path] += 1
-            totals.append(sum(r.times.values()))
+            totals.append(sum(r.times_ms.values()))
             if r.pose is None:
                 logger.debug("%s: failed: %s", name, r.reason)
             line, record = r.lines()
@@ -533,7 +536,7 @@ def main(map_path: Path, queries: list[tuple[str, Path, Camera | None]], out: Pa
             fo.flush()
             fl.flush()
     summary = {"queries": len(queries), **counts, "results": str(out), "log": str(log_path),
-               "median_time_s": float(np.median(totals)) if totals else 0.0,
+               "median_time_ms": round(float(np.median(totals)), 2) if totals else 0.0,
                "wall_s": round(time.perf_counter() - t0, 3), "workers": workers, "ray": ray}
     logger.info("Localized %d/%d queries (recognition %d, retrieval %d, failed %d); results in %s",
                 len(queries) - counts["failed"], len(queries), counts["recognition"], counts["retrieval"],

@@ -105,6 +105,9 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _init_worker(make: Callable[[], Any], call: Callable, threads: int, parent: int) -> None:
+    from . import runtime
+
+    runtime.configure()
     _die_with_parent(parent)
     set_threads(threads)
     _STATE["call"] = call
@@ -199,6 +202,9 @@ class _Actor:
     """A Ray actor holding one worker's state (built once)."""
 
     def __init__(self, make: Callable[[], Any], call: Callable, threads: int):
+        from . import runtime
+
+        runtime.configure()
         set_threads(threads)
         self.state, self.call = make(), call
 

@@ -176,8 +176,8 @@ def answer(r, map_name: str, camera: str | None) -> dict:
             "center": None if pose is None else pose.center.tolist(),
             "intrinsics": {"source": r.intrinsics, "camera": camera, "focal": r.focal,
                            "focal_initial": r.focal_initial},
-            "times_ms": {k: round(v * 1000, 3) for k, v in r.times.items()},
-            "time_total_ms": round(sum(r.times.values()) * 1000, 3)}
+            "times_ms": {k: round(v, 3) for k, v in r.times_ms.items()},
+            "time_total_ms": round(sum(r.times_ms.values()), 3)}
 
 
 def _die_with_parent(parent: int) -> None:
@@ -196,8 +196,11 @@ def _worker_main(conn, maps: dict[str, str], mode: str, conf, device: str | None
                  parent: int, tmpdir: str) -> None:
     """A worker: load every map, answer "ready", then localize the jobs ``conn`` sends
     until ``None`` (or the server is gone)."""
-    _die_with_parent(parent)
+    from . import runtime
     from .parallel import set_threads
+
+    runtime.configure()
+    _die_with_parent(parent)
 
     set_threads(threads)
     try:

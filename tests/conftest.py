@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("GLOG_minloglevel", "2")  # quiet pycolmap
+from pramloc import runtime
+
+runtime.configure()  # the tests run as the `pramloc` command does (quiet pycolmap, passive OpenMP)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KITCHEN = DATA / "7scenes_redkitchen"
