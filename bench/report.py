@@ -269,6 +269,21 @@ def photos_table(photos):
     return lines
 
 
+def sweep_table(sweeps):
+    """Localization settings side by side on one map (bench/bench_sweep.py), one run per scene."""
+    lines = []
+    for scene, r in sweeps.items():
+        lines += head(f"Recognition-path settings: {scene} (bench/bench_sweep.py, {r['date']}, {r['commit']}; "
+                      f"same queries, variants in turn)",
+                      "variant | 5cm,5° | 25cm,2° | 50cm,5° | 5m,10° | failed | ms w/o features | ms per stage")
+        for name, v in r["variants"].items():
+            stages = ", ".join(f"{k} {t:.1f}" for k, t in v["median_ms"].items())
+            lines.append(f"| {name} | {_recall_cells(v)} | {v['failed']}/{r['queries']} | "
+                         f"{v['median_ms_without_features']:.1f} | {stages} |")
+        lines.append("")
+    return lines
+
+
 def pairs_table(pairs):
     """Pair selection on synthetic photo collections (bench/bench_pairs.py)."""
     lines = []
@@ -324,7 +339,7 @@ def headline(builds, locs, exh, photos) -> list[str]:
                          f"{mb(st[key]['map_bytes'])} | {st[key]['build_s']:.0f} | {st[key]['date'][:10]}, {st[key]['commit']} |")
         if "colmap" in st:
             c = st["colmap"]
-            lines.append(f"| {scene} (units) | COLMAP's own SfM (pycolmap defaults, exhaustive), same run | - | - | - | - | - | - | "
+            lines.append(f"| {scene} (units) | COLMAP's own SfM of the 112 photos (pycolmap defaults, exhaustive pairs) | - | - | - | - | - | - | "
                          f"{c['disk_bytes'] / 1e6:.0f} (database + model) | {c['total_s']:.0f} | {c['date'][:10]}, {c['commit']} |")
         lines.append(f"| {scene} (units) | hloc-SIFT, exhaustive pairs (issue) | {h['within_0.05_5deg']} within 0.05/5° | - | - | - | "
                      f"{h['median_translation']} / {h['median_rotation_deg']}° | - | - | "
@@ -334,7 +349,7 @@ def headline(builds, locs, exh, photos) -> list[str]:
 
 def _stamps(results: dict) -> str:
     """The distinct runs (date, commit) behind a table's JSON files."""
-    return ", ".join(sorted({f"{r.get('date', '?')} {r.get('commit', '?')}" for r in results.values()}))
+    return ", ".join(sorted({f"{r.get('date', '?')[:10]} {r.get('commit', '?')}" for r in results.values()}))
 
 
 def _between(text: str, begin: str, end: str, lines: list[str]) -> str:
@@ -383,6 +398,9 @@ def main() -> Path:
         lines += photos_table(photos) + [""]
     if pairs:
         lines += pairs_table(pairs) + [""]
+    sweeps = _load("sweep")
+    if sweeps:
+        lines += sweep_table(sweeps)
     lines.append(END)
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n" + BEGIN + "\n" + END + "\n"
     text = _between(text, BEGIN, END, lines)

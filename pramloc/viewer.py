@@ -120,7 +120,7 @@ def view(m: LandmarkMap) -> dict:
 
     up = scene_up(m.poses)
     forward = _unit(np.stack([viewing_direction(p) for p in m.poses]).mean(0))
-    eye = 2.2 * _unit(-forward + 0.7 * up)
+    eye = 1.6 * _unit(-forward + 0.7 * up)
     return {"up": dict(zip("xyz", up.tolist())), "eye": dict(zip("xyz", eye.tolist()))}
 
 
@@ -256,8 +256,27 @@ def figure(m: LandmarkMap, runs: list[Run], gt: dict[str, Pose] | None):
         traces.append(gt_trace(runs, gt))
     fig = go.Figure(traces)
     fig.update_layout(height=800, margin={"l": 0, "r": 0, "t": 10, "b": 0}, legend={"x": 0, "y": 1},
-                      scene={"aspectmode": "data", "camera": view(m)})
+                      scene={**scene_box(m, runs), "camera": view(m)})
     return fig
+
+
+def scene_box(m: LandmarkMap, runs: Sequence[Run] = ()) -> dict:
+    """plotly scene axes framing the map: the central 98% of its points on each axis, every
+    map camera and the localized queries near them (a query hundreds of map sizes away, a wrong
+    pose, is left outside rather than shrinking the map to a dot), true proportions."""
+    from .viz import robust_limits
+
+    centres = np.stack([p.center for p in m.poses])
+    box = robust_limits(np.asarray(m.xyz, np.float64), centres)
+    queries = np.array([p.center for r in runs for p in r.poses.values()]).reshape(-1, 3)
+    mid, extent = box.mean(1), float(np.ptp(box, 1).max())
+    near = queries[np.abs(queries - mid).max(1) < 5 * extent]
+    if len(near):
+        box = robust_limits(np.asarray(m.xyz, np.float64), np.concatenate([centres, near]))
+    span = np.ptp(box, 1)
+    ratio = span / span.max()
+    return {**{f"{a}axis": {"range": box[i].tolist(), "autorange": False} for i, a in enumerate("xyz")},
+            "aspectmode": "manual", "aspectratio": dict(zip("xyz", ratio.tolist()))}
 
 
 def summary(m: LandmarkMap, runs: list[Run]) -> str:

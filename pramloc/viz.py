@@ -43,16 +43,17 @@ def scene_up(poses) -> np.ndarray:
     return up / max(float(np.linalg.norm(up)), 1e-9)
 
 
-def _robust_limits(u: np.ndarray, v: np.ndarray, cu: np.ndarray, cv: np.ndarray, margin: float = 0.05):
-    """Axis limits holding the central 98% of the points (a few stray points must not
-    shrink the scene to a band) and every camera."""
-    lims = []
-    for p, c in ((u, cu), (v, cv)):
-        lo, hi = np.percentile(p, [1, 99]) if len(p) else (0.0, 1.0)
-        lo, hi = min(lo, c.min()), max(hi, c.max())
-        pad = margin * max(hi - lo, 1e-6)
-        lims.append((lo - pad, hi + pad))
-    return lims
+def robust_limits(points: np.ndarray, cameras: np.ndarray, margin: float = 0.05) -> np.ndarray:
+    """(D, 2) axis limits of (N, D) ``points`` and (M, D) ``cameras``: the central 98% of the
+    points on each axis (a few stray points, e.g. far triangulations, must not shrink the scene
+    to a band in empty space) and every camera, padded by ``margin`` of the extent."""
+    points, cameras = np.atleast_2d(points), np.atleast_2d(cameras)
+    lo, hi = (np.percentile(points, [1, 99], axis=0) if len(points) else (np.zeros(cameras.shape[1]),
+                                                                         np.ones(cameras.shape[1])))
+    if len(cameras):
+        lo, hi = np.minimum(lo, cameras.min(0)), np.maximum(hi, cameras.max(0))
+    pad = margin * np.maximum(hi - lo, 1e-6)
+    return np.stack([lo - pad, hi + pad], 1)
 
 
 def render_png(m: LandmarkMap, path: Path, size: tuple[int, int] = (1500, 560)) -> Path:
@@ -87,7 +88,7 @@ def render_png(m: LandmarkMap, path: Path, size: tuple[int, int] = (1500, 560)) 
         pu, pv, cu, cv = (xyz - mean) @ u, (xyz - mean) @ v, (centers - mean) @ u, (centers - mean) @ v
         axis.scatter(pu, pv, c=cols, s=3, linewidths=0)
         axis.scatter(cu, cv, c="k", s=10, marker="^", label="map cameras")
-        (x0, x1), (y0, y1) = _robust_limits(pu, pv, cu, cv)
+        (x0, x1), (y0, y1) = robust_limits(np.stack([pu, pv], 1), np.stack([cu, cv], 1))
         axis.set_xlim(x0, x1)
         axis.set_ylim(y0, y1)
         axis.set_aspect("equal", adjustable="box")
