@@ -37,7 +37,9 @@ PINHOLES = ("SIMPLE_PINHOLE", "PINHOLE")
 
 # The features, in the model's order (see :func:`features`).
 FEATURES = ("log_inliers", "inlier_ratio", "coverage", "hull", "reprojection_px", "refine_rotation",
-            "refine_shift", "paths_compared", "paths_disagree", "retrieval", "log_votes", "focal_change")
+            "refine_shift", "paths_compared", "paths_disagree", "retrieval", "log_votes", "focal_change",
+            "first_inlier_ratio", "refine_gain", "visible_matched")
+CANDIDATES = 4096  # map points (evenly strided) projected to estimate how many the pose sees
 
 
 @dataclass
@@ -52,7 +54,10 @@ class Evidence:
     found no better pose); ``other_pose`` the pose of the other path when both gave one
     (auto mode), else None; ``path`` recognition or retrieval; ``votes`` the recognizer's
     votes of the landmarks matched (empty on the retrieval path alone); ``focal_initial``
-    the estimated focal length before refinement (None: the camera was given or known).
+    the estimated focal length before refinement (None: the camera was given or known);
+    ``first_inliers`` of the first pose among the ``first_matches`` of the first matching
+    (descriptors); ``candidates_xyz`` (P, 3) the map points near the pose (those the
+    refinement matched by projection against), None if unknown.
     """
 
     pose: Pose
@@ -67,6 +72,9 @@ class Evidence:
     other_pose: Pose | None = None
     votes: tuple[float, ...] = ()
     focal_initial: float | None = None
+    first_inliers: int = 0
+    first_matches: int = 0
+    candidates_xyz: np.ndarray | None = None
 
 
 def rotation_deg(a: Pose | np.ndarray, b: Pose | np.ndarray) -> float:
@@ -99,6 +107,20 @@ def reprojection_px(camera: Camera, cam_xyz: np.ndarray, kps: np.ndarray) -> flo
     else:  # with its distortion; COLMAP pixel centres -> keypoints
         uv = np.asarray(camera.to_pycolmap().img_from_cam(cam_xyz)) - 0.5
     return float(np.median(np.linalg.norm(uv - kps, axis=1)))
+
+
+def visible_share(camera: Camera, R: np.ndarray, t: np.ndarray, xyz: np.ndarray) -> float:
+    """Share of the points ``xyz`` (P, 3) in front of the camera (world-to-camera ``R``, ``t``)
+    and inside its image (pinhole projection, distortion ignored)."""
+    pc = xyz @ R.T + t
+    z = pc[:, 2]
+    front = z > 1e-9
+    if not front.any():
+        return 0.0
+    K = camera.K()
+    uv = pc[front, :2] / z[front, None] * K[[0, 1], [0, 1]] + K[:2, 2]
+    inside = (uv[:, 0] >= 0) & (uv[:, 1] >= 0) & (uv[:, 0] < camera.width) & (uv[:, 1] < camera.height)
+    return float(inside.sum()) / len(xyz)
 
 
 def coverage(kps: np.ndarray, size: tuple[int, int], grid: int = GRID) -> float:
@@ -134,7 +156,11 @@ def features(ev: Evidence) -> np.ndarray:
       log(1 + degrees + 100 x relative shift) between them, else 0;
     - ``retrieval``: 1 for a pose of the retrieval path; ``log_votes``: log(1 + the
       recognizer's votes of the landmarks matched);
-    - ``focal_change``: |log(refined / estimated focal length)| (0 for a given camera).
+    - ``focal_change``: |log(refined / estimated focal length)| (0 for a given camera);
+    - ``first_inlier_ratio``: the first pose's inliers / the matches of the first matching;
+      ``refine_gain``: log(inliers / the first pose's inliers);
+    - ``visible_matched``: inliers / the map points near the pose that it projects into the
+      image (of ``candidates_xyz``, estimated on an even sample), at most 1.
     """
     n = len(ev.inlier_kps)
     R = ev.pose.R
@@ -149,7 +175,7 @@ def features(ev: Evidence) -> np.ndarray:
         "log_inliers": math.log(max(n, 1)),
         "inlier_ratio": n / max(ev.num_matches, n, 1),
         "coverage": coverage(ev.inlier_kps, ev.image_size),
-        "hull": hull_share(kps, ev.image_size),
+        "hull": hull_share(ev.inlier_kps, ev.image_size),
         "reprojection_px": min(reproj, 10.0),
         "refine_rotation": 0.0, "refine_shift": 0.0,
         "paths_compared": 0.0, "paths_disagree": 0.0,
@@ -165,6 +191,13 @@ def features(ev: Evidence) -> np.ndarray:
         f["paths_compared"], f["paths_disagree"] = 1.0, math.log1p(deg + 100 * shift)
     if ev.focal_initial:
         f["focal_change"] = abs(math.log(ev.camera.K()[0, 0] / ev.focal_initial))
+    f["first_inlier_ratio"] = ev.first_inliers / max(ev.first_matches, ev.first_inliers, 1)
+    f["refine_gain"] = math.log(max(n, 1) / max(ev.first_inliers, 1)) if ev.first_inliers else 0.0
+    f["visible_matched"] = 0.0
+    if ev.candidates_xyz is not None and len(ev.candidates_xyz):
+        cand = np.asarray(ev.candidates_xyz, np.float64).reshape(-1, 3)
+        seen = visible_share(ev.camera, R, ev.pose.tvec, cand[::-(-len(cand) // CANDIDATES)]) * len(cand)
+        f["visible_matched"] = min(n / seen, 1.0) if seen > 0 else 0.0
     return np.array([f[k] for k in FEATURES], np.float64)
 
 
@@ -203,10 +236,17 @@ class ConfidenceModel:
 
 @lru_cache(maxsize=1)
 def shipped_model() -> ConfidenceModel | None:
-    """The model shipped with the package (None before bench/fit_confidence.py wrote it)."""
+    """The model shipped with the package (None before bench/fit_confidence.py wrote it, or
+    when it was fitted on other features)."""
     if not MODEL_PATH.exists():
         return None
-    return ConfidenceModel.from_dict(json.loads(MODEL_PATH.read_text()))
+    try:
+        return ConfidenceModel.from_dict(json.loads(MODEL_PATH.read_text()))
+    except (ValueError, KeyError) as err:  # a model of other features: no confidence, said once
+        from . import logger
+
+        logger.warning("%s: %s; poses get no confidence (refit with bench/fit_confidence.py)", MODEL_PATH, err)
+        return None
 
 
 def score(x: np.ndarray, model: ConfidenceModel | None = None) -> tuple[float | None, bool]:

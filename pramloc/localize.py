@@ -123,7 +123,9 @@ class _Attempt:
     match counts, and what happened (a note naming any threshold missed). For the
     confidence: ``first_pose`` before the refinement (None when it found no better pose),
     the estimate's inliers ``inlier_kps`` (N, 2) pixels and ``inlier_xyz`` (N, 3) world
-    points, among ``counted_matches`` matches."""
+    points, among ``counted_matches`` matches; ``first_inliers`` of the first pose among the
+    ``num_matches`` of the first matching; ``candidates_xyz`` (P, 3) the map points the
+    refinement matched by projection against."""
 
     estimate: PoseEstimate | None
     num_matches: int
@@ -133,6 +135,8 @@ class _Attempt:
     inlier_kps: np.ndarray | None = None
     inlier_xyz: np.ndarray | None = None
     counted_matches: int = 0
+    first_inliers: int = 0
+    candidates_xyz: np.ndarray | None = None
 
     @property
     def num_inliers(self) -> int:
@@ -254,7 +258,8 @@ class Localizer:
             inliers = q.kps[matches[est.inlier_mask, 0]], xyz[est.inlier_mask]
         return _Attempt(refined, len(matches), num_refined, first_pose=est.pose if refined is not est else None,
                         inlier_kps=inliers[0], inlier_xyz=inliers[1],
-                        counted_matches=num_refined if refined.matches is not None else len(matches))
+                        counted_matches=num_refined if refined.matches is not None else len(matches),
+                        first_inliers=est.num_inliers, candidates_xyz=pts_xyz)
 
     def _refine(self, est: PoseEstimate, matches: np.ndarray, q: _Query,
                 seed_points: np.ndarray) -> tuple[PoseEstimate, np.ndarray]:
@@ -449,7 +454,8 @@ class Localizer:
         ev = confidence.Evidence(res.pose, a.estimate.camera or q.camera, q.size, q.px, a.inlier_kps,
                                  a.inlier_xyz, a.counted_matches, res.path, a.first_pose,
                                  others[0] if others else None, tuple(res.votes),
-                                 res.focal_initial if q.refine_focal else None)
+                                 res.focal_initial if q.refine_focal else None,
+                                 a.first_inliers, a.num_matches, a.candidates_xyz)
         x = confidence.features(ev)  # looked up on the module: a test may watch what it is given
         res.confidence_features = {k: round(float(v), 4) for k, v in zip(confidence.FEATURES, x)}
         res.confidence, res.confident = confidence.score(x)
