@@ -238,13 +238,29 @@ def run(scenes: list[str], maps: dict[str, Path], reuse: bool = False, localize_
     (RESULTS / "confidence.json").write_text(json.dumps(report, indent=2))
     draw(rel, model.threshold, FIGURE,
          f"pramloc confidence, {len(everything)} evaluation queries ({', '.join(scenes)}), commit {report['commit']}")
-    print(f"{'scene':38s} {'queries':>7s} {'poses':>5s} {'conf.':>5s} {'precision':>9s} {'recall':>7s}")
-    for s, row in table.items():
-        fmt = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-        print(f"{s:38s} {row['queries']:7d} {row['poses']:5d} {row['confident']:5d} {fmt(row['precision']):>9s} "
-              f"{fmt(row['recall']):>7s}")
-    print("reliability:", [(b["bin"][0], b["poses"], b["success"]) for b in rel])
+    print(markdown(report))
     return report
+
+
+def markdown(report: dict) -> str:
+    """The table (per scene: queries, poses, confident, precision, recall) and the
+    reliability bins of a report, as Markdown (docs/CONFIDENCE.md)."""
+    fmt = lambda v: "-" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    lines = ["| scene | queries | poses | confident | precision (confident within 50 cm / 5°) "
+             "| recall (within 25 cm / 2° and confident) | wrong and confident |", "|---|---|---|---|---|---|---|"]
+    for s, row in report["table"].items():
+        lines.append(f"| {s} | {row['queries']} | {row['poses']} | {row['confident']} | {fmt(row['precision'])} "
+                     f"({row['confident'] - row['wrong_confident']}/{row['confident']}) | {fmt(row['recall'])} "
+                     f"({row['precise_poses'] - len(row['precise_not_confident'])}/{row['precise_poses']}) "
+                     f"| {row['wrong_confident']} |")
+    lines += ["", "| predicted confidence | poses | mean confidence | within 50 cm / 5° |", "|---|---|---|---|"]
+    for b in report["reliability"]:
+        if b["poses"]:
+            lines.append(f"| {b['bin'][0]:.1f}-{b['bin'][1]:.1f} | {b['poses']} | {b['mean_confidence']:.3f} "
+                         f"| {fmt(b['success'])} |")
+    lines.append(f"\n{report['date']}, commit {report['commit']}, {report['machine']}; "
+                 f"threshold {report['model']['threshold']:g}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
