@@ -11,8 +11,9 @@ the other scene's maps (every pose found there is wrong). No evaluation query is
 Steps: localize every training query in auto mode (records with the confidence features
 and the pose errors: bench/out/confidence/train_records.jsonl; ``--refit`` fits again from
 them without localizing), fit a logistic model of P(within 50 cm / 5 degrees) on
-:data:`pramloc.confidence.FEATURES`, pick the ``confident`` threshold (the lowest with a
-training precision of at least :data:`PRECISION`), write the model and
+:data:`pramloc.confidence.FEATURES`, pick the ``confident`` threshold (the lowest with an
+out-of-fold training precision of at least :data:`PRECISION`, folds by query image), write
+the model and
 bench/results/confidence_fit.json (coefficients, training counts and metrics).
 """
 
@@ -33,7 +34,8 @@ from bench_degraded import degrade  # noqa: E402
 from common import RESULTS, SCENES, stamp  # noqa: E402
 
 RIGHT = (0.5, 5.0)  # the model's target: within 50 cm and 5 degrees
-PRECISION = 0.995  # training precision of the confident flag
+PRECISION = 0.995  # training precision (out of fold) of the confident flag
+FOLDS = 5  # cross-validation folds, by query image (its variants stay together)
 L2 = 1e-2  # ridge on the standardized weights
 VARIANTS = ("crop", "rot90", "half", "occluded", "dark", "noise", "blur", "combined", "guess")
 RECORDS = confidence_data.WORK / "train_records.jsonl"
@@ -168,6 +170,17 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = L2, iters: int = 100)
     return mean, scale, w[1:], float(w[0])
 
 
+def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int = FOLDS) -> np.ndarray:
+    """P(right) (M,) of each row predicted by a model fitted without its fold (rows of one
+    ``groups`` value, e.g. one query image and its variants, share a fold)."""
+    fold = np.unique(groups, return_inverse=True)[1] % folds
+    p = np.zeros(len(y))
+    for k in range(folds):
+        mean, scale, w, b = fit_logistic(x[fold != k], y[fold != k])
+        p[fold == k] = 1.0 / (1.0 + np.exp(-np.clip(b + ((x[fold == k] - mean) / scale) @ w, -50, 50)))
+    return p
+
+
 def pick_threshold(p: np.ndarray, y: np.ndarray, precision: float = PRECISION) -> float:
     """The lowest threshold (a multiple of 0.01 in [0.5, 0.99]) at which the poses at or
     above it are right at least ``precision`` of the time."""
@@ -186,10 +199,13 @@ def fit(records: list[dict], seed: int) -> dict:
     y = np.array([is_right(r) for r in posed], np.float64)
     mean, scale, weights, bias = fit_logistic(x, y)
     model = ConfidenceModel(FEATURES, mean, scale, weights, bias, 0.5, {})
-    p = model.predict(x)
+    # The threshold from out-of-fold predictions: what a map the model has not seen gets.
+    groups = np.array([f"{r['map']}|{r['query']}" for r in posed])
+    p = out_of_fold(x, y, groups)
     model.threshold = pick_threshold(p, y)
     strict = np.array([is_right(r, (0.25, 2.0)) for r in posed])
     conf = p >= model.threshold
+    p_in = model.predict(x)
     by_map = {}
     for r in records:
         by_map.setdefault(r["map"], {"queries": 0, "poses": 0, "right": 0})
@@ -202,11 +218,15 @@ def fit(records: list[dict], seed: int) -> dict:
         "recall_25cm_2deg": round(float(conf[strict].mean()), 4) if strict.any() else None,
         "recall_right": round(float(conf[y == 1].mean()), 4),
         "brier": round(float(np.mean((p - y) ** 2)), 4),
+        "note": f"out-of-fold predictions ({FOLDS} folds by query image); in-sample below",
+        "in_sample": {"confident": int((p_in >= model.threshold).sum()),
+                      "precision": round(float(y[p_in >= model.threshold].mean()), 4),
+                      "brier": round(float(np.mean((p_in - y) ** 2)), 4)},
         "variants": {v: sum(r["variant"] == v for r in records) for v in sorted({r["variant"] for r in records})},
         "by_map": by_map,
     }
     model.meta = {**stamp(), "target": f"pose within {RIGHT[0]} m and {RIGHT[1]} deg of the ground truth",
-                  "threshold_rule": f"lowest threshold with training precision >= {PRECISION}",
+                  "threshold_rule": f"lowest threshold with out-of-fold training precision >= {PRECISION}",
                   "training": {name: {"scene": s, "map_images": len(db), "queries": len(q)}
                                for name, (s, db, q) in confidence_data.training_splits().items()},
                   "seed": seed, "l2": L2, "poses": len(posed), "right": int(y.sum())}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import cv2
@@ -91,13 +92,14 @@ def test_features_do_not_depend_on_map_units(kitchen, monkeypatch):
     ev = seen[0]
     x = real(ev)
     for s in (0.013, 7.5):
-        ev_s = Evidence(_scaled(ev.pose, s), ev.camera, ev.image_size, ev.px, ev.inlier_kps, ev.inlier_xyz * s,
-                        ev.num_matches, ev.path, _scaled(ev.first_pose, s), _scaled(ev.other_pose, s), ev.votes,
-                        ev.focal_initial)
+        ev_s = dataclasses.replace(ev, pose=_scaled(ev.pose, s), inlier_xyz=ev.inlier_xyz * s,
+                                   first_pose=_scaled(ev.first_pose, s), other_pose=_scaled(ev.other_pose, s),
+                                   candidates_xyz=ev.candidates_xyz * s)
         np.testing.assert_allclose(real(ev_s), x, rtol=1e-6, atol=1e-9)
     # And the pose's own evidence: inliers reproject within a few pixels, spread over the image.
     f = dict(zip(FEATURES, x))
     assert f["reprojection_px"] < 4 and f["coverage"] > 0.2 and f["hull"] > 0.2
+    assert 0 < f["first_inlier_ratio"] <= 1 and 0 < f["visible_matched"] <= 1
 
 
 def test_features_see_a_disagreement():
