@@ -110,7 +110,7 @@ def localize_scene(scene: str, map_dir: Path) -> list[dict]:
     out = []
     for name, path, camera in queries:
         r = loc.localize(path, camera, name)
-        rec = {"scene": scene, "name": name, "path": r.path, "confidence": r.confidence, "confident": r.confident,
+        rec = {"scene": scene, "map": str(map_dir), "name": name, "path": r.path, "confidence": r.confidence, "confident": r.confident,
                "num_inliers": r.num_inliers, "features": r.confidence_features,
                "time_confidence_ms": r.times_ms.get("confidence")}
         for key, ref in (("gt", gt), ("second", second)):
@@ -152,7 +152,9 @@ def reliability(recs: list[dict], bins: int = 10) -> list[dict]:
             for b in range(bins)]
 
 
-def draw(rel: list[dict], threshold: float, path: Path, title: str) -> None:
+def draw(rel: list[dict], threshold: float, path: Path, title: str, training: list[dict] | None = None) -> None:
+    """The reliability diagram of bins ``rel`` (:func:`reliability`; ``training``: the same
+    bins of the training poses' out-of-fold predictions, drawn beside) with the threshold."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,7 +164,10 @@ def draw(rel: list[dict], threshold: float, path: Path, title: str) -> None:
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
     xs = [b["mean_confidence"] for b in rel if b["poses"]]
     ys = [b["success"] for b in rel if b["poses"]]
-    ax.plot(xs, ys, "o-", color="C0", label="measured (evaluation queries)")
+    ax.plot(xs, ys, "o-", color="C0", label="evaluation queries (all scenes)")
+    if training:
+        ax.plot([b["mean_confidence"] for b in training if b["poses"]], [b["success"] for b in training if b["poses"]],
+                "s:", color="C2", alpha=0.8, label="training poses (out-of-fold)")
     for b in rel:
         if b["poses"]:
             ax.annotate(str(b["poses"]), (b["mean_confidence"], b["success"]), textcoords="offset points",
@@ -174,7 +179,11 @@ def draw(rel: list[dict], threshold: float, path: Path, title: str) -> None:
     ax.set_title(title, fontsize=9)
     ax.legend(loc="upper left", fontsize=8)
     centers = [(b["bin"][0] + b["bin"][1]) / 2 for b in rel]
-    axh.bar(centers, [b["poses"] for b in rel], width=0.09, color="C0")
+    axh.bar(centers, [b["poses"] for b in rel], width=0.09, color="C0", label="evaluation")
+    if training:
+        axh.step([b["bin"][0] for b in training] + [1.0], [b["poses"] for b in training] + [training[-1]["poses"]],
+                 where="post", color="C2", label="training")
+        axh.legend(fontsize=8, loc="upper left")
     axh.set_yscale("log")
     axh.set_xlabel("predicted confidence (bin)")
     axh.set_ylabel("poses")
@@ -230,14 +239,17 @@ def run(scenes: list[str], maps: dict[str, Path], reuse: bool = False, localize_
                                    "commit": model.meta.get("commit")},
               "criteria": {"precision": f"confident poses within {CORRECT[0]} m (units) / {CORRECT[1]} deg",
                            "recall": f"poses within {PRECISE[0]} m (units) / {PRECISE[1]} deg flagged confident"},
-              "maps": {s: str(map_of(s, maps)) for s in scenes},
+              "maps": {s: records[s][0].get("map", "?") if records[s] else None for s in scenes},
               "table": table, "reliability": rel,
               "confidence_time_ms": {"median": round(float(np.median(times)), 3),
                                      "p90": round(float(np.percentile(times, 90)), 3)} if times else None}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "confidence.json").write_text(json.dumps(report, indent=2))
+    fit = RESULTS / "confidence_fit.json"
+    training = json.loads(fit.read_text())["training"].get("reliability") if fit.exists() else None
     draw(rel, model.threshold, FIGURE,
-         f"pramloc confidence, {len(everything)} evaluation queries ({', '.join(scenes)}), commit {report['commit']}")
+         f"pramloc pose confidence: {len(everything)} evaluation queries of {len(scenes)} scene sets,\n"
+         f"{report['date']}, commit {report['commit']}", training)
     print(markdown(report))
     return report
 

@@ -222,6 +222,10 @@ def fit(records: list[dict], seed: int) -> dict:
         "in_sample": {"confident": int((p_in >= model.threshold).sum()),
                       "precision": round(float(y[p_in >= model.threshold].mean()), 4),
                       "brier": round(float(np.mean((p_in - y) ** 2)), 4)},
+        "reliability": [{"bin": [b / 10, (b + 1) / 10], "poses": int(sel.sum()),
+                         "mean_confidence": round(float(p[sel].mean()), 4) if sel.any() else None,
+                         "success": round(float(y[sel].mean()), 4) if sel.any() else None}
+                        for b, sel in ((b, np.minimum((p * 10).astype(int), 9) == b) for b in range(10))],
         "variants": {v: sum(r["variant"] == v for r in records) for v in sorted({r["variant"] for r in records})},
         "by_map": by_map,
     }
