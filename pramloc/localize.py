@@ -53,7 +53,10 @@ class QueryResult:
     :mod:`pramloc.intrinsics`; empty when the query failed before);
     ``focal``: the focal length in pixels of the pose's camera (refined when estimated),
     ``focal_initial`` before refinement. ``notes``: what happened on each path tried;
-    ``reason``: why the query failed (empty on success).
+    ``reason``: why the query failed (empty on success). ``confidence``: the probability
+    that the pose is right (:mod:`pramloc.confidence`; 0.0 on failure, None where no model
+    is shipped), ``confident`` whether it reaches the model's threshold, and
+    ``confidence_features`` what it was computed from.
     """
 
     name: str
@@ -75,6 +78,9 @@ class QueryResult:
     times_ms: dict[str, float] = field(default_factory=dict)  # wall time per stage, ms
     notes: dict[str, str] = field(default_factory=dict)
     reason: str = ""
+    confidence: float | None = 0.0
+    confident: bool = False
+    confidence_features: dict[str, float] = field(default_factory=dict)
 
     def log_record(self) -> dict:
         d = asdict(self)
@@ -92,9 +98,11 @@ class QueryResult:
                 json.dumps(self.log_record()) + "\n")
 
     def summary(self) -> str:
-        """One line: path, inliers and the matches they are counted among, intrinsics, time."""
+        """One line: path, confidence, inliers and the matches they are counted among, intrinsics, time."""
         if self.pose is None:
             return f"failed: {self.reason}"
+        conf = ("" if self.confidence is None
+                else f"confidence {self.confidence:.2f} ({'confident' if self.confident else 'not confident'}), ")
         if self.pose_from == "refinement":
             counts = (f"{self.num_inliers} inliers of {self.num_refined_matches} matches by projection "
                       f"(refinement; first matching {self.num_matches} matches)")
@@ -105,19 +113,30 @@ class QueryResult:
         else:
             cam = (f"intrinsics estimated from {self.intrinsics}: focal {self.focal_initial:.0f} px, refined to "
                    f"{self.focal:.0f} px")
-        return (f"path {self.path}, {counts}, landmarks {self.landmarks}, {cam}, "
+        return (f"path {self.path}, {conf}{counts}, landmarks {self.landmarks}, {cam}, "
                 f"{sum(self.times_ms.values()):.0f} ms")
 
 
 @dataclass
 class _Attempt:
     """One registration: the estimate (or None), the first matching's and the refinement's
-    match counts, and what happened (a note naming any threshold missed)."""
+    match counts, and what happened (a note naming any threshold missed). For the
+    confidence: ``first_pose`` before the refinement (None when it found no better pose),
+    the estimate's inliers ``inlier_kps`` (N, 2) pixels and ``inlier_xyz`` (N, 3) world
+    points, among ``counted_matches`` matches; ``first_inliers`` of the first pose among the
+    ``num_matches`` of the first matching; ``candidates_xyz`` (P, 3) the map points the
+    refinement matched by projection against."""
 
     estimate: PoseEstimate | None
     num_matches: int
     num_refined_matches: int = 0
     note: str = ""
+    first_pose: Pose | None = None
+    inlier_kps: np.ndarray | None = None
+    inlier_xyz: np.ndarray | None = None
+    counted_matches: int = 0
+    first_inliers: int = 0
+    candidates_xyz: np.ndarray | None = None
 
     @property
     def num_inliers(self) -> int:
@@ -217,13 +236,14 @@ class Localizer:
             if len(matches) < 4:
                 est, why = None, f"{len(matches)} matches < the 4 of PnP"
             else:
-                est, why = solve_pose(q.kps[matches[:, 0]], self._xyz(matches[:, 1]), q.camera,
+                xyz = self._xyz(matches[:, 1])
+                est, why = solve_pose(q.kps[matches[:, 0]], xyz, q.camera,
                                       c["ransac_max_error"] * q.px, first_min, seed=c["seed"],
                                       refine_focal=q.refine_focal,
                                       threshold="min_inliers" if first_min == c["min_inliers"] else "min_first_inliers")
         if est is None:
             return _Attempt(None, len(matches), note=why)
-        refined = self._refine(est, matches, q, pts)
+        refined, pts_xyz = self._refine(est, matches, q, pts)
         num_refined = len(refined.inlier_mask) if refined.matches is not None else 0
         if refined.num_inliers < c["min_inliers"]:
             return _Attempt(None, len(matches), num_refined,
@@ -231,11 +251,21 @@ class Localizer:
                             f"(first pose {est.num_inliers} inliers of {len(matches)} matches; "
                             + (f"{num_refined} matches by projection)" if num_refined
                                else "the refinement found no better pose)"))
-        return _Attempt(refined, len(matches), num_refined)
+        if refined.matches is not None:  # the refinement's pose
+            used = refined.matches[refined.inlier_mask]
+            inliers = q.kps[used[:, 0]], pts_xyz[used[:, 1]]
+        else:
+            inliers = q.kps[matches[est.inlier_mask, 0]], xyz[est.inlier_mask]
+        return _Attempt(refined, len(matches), num_refined, first_pose=est.pose if refined is not est else None,
+                        inlier_kps=inliers[0], inlier_xyz=inliers[1],
+                        counted_matches=num_refined if refined.matches is not None else len(matches),
+                        first_inliers=est.num_inliers, candidates_xyz=pts_xyz)
 
-    def _refine(self, est: PoseEstimate, matches: np.ndarray, q: _Query, seed_points: np.ndarray) -> PoseEstimate:
+    def _refine(self, est: PoseEstimate, matches: np.ndarray, q: _Query,
+                seed_points: np.ndarray) -> tuple[PoseEstimate, np.ndarray]:
         """Re-match by projection against ``seed_points`` and the points of the map images
-        co-visible with the inliers, then re-estimate (:func:`refine_by_projection`)."""
+        co-visible with the inliers, then re-estimate (:func:`refine_by_projection`).
+        Returns the estimate and the world points (P, 3) its ``matches`` index, if any."""
         c = self.conf
         with _Timer(q.times_ms, "refinement"):
             # Map images by how many of the inlier points they observe (ties: map order).
@@ -243,10 +273,11 @@ class Localizer:
                                        return_counts=True)
             covis = images[np.argsort(-counts, kind="stable")[: c["covisible_images"]]]
             pts = np.unique(np.concatenate([seed_points] + [self.map.image_point_ids(i) for i in covis]))
+            xyz = self._xyz(pts)
             # The refined estimate, unless it has fewer inliers than the first.
-            return refine_by_projection(est, q.camera, q.kps, q.desc_np, self._xyz(pts), self._descriptors(pts),
+            return refine_by_projection(est, q.camera, q.kps, q.desc_np, xyz, self._descriptors(pts),
                                         c["refine_radius"] * q.px, c["ratio"], c["refine_max_error"] * q.px,
-                                        c["min_inliers"], seed=c["seed"], refine_focal=q.refine_focal)
+                                        c["min_inliers"], seed=c["seed"], refine_focal=q.refine_focal), xyz
 
     def _recognition_path(self, q: _Query, res: QueryResult) -> _Attempt:
         c = self.conf
@@ -412,6 +443,24 @@ class Localizer:
         res.num_matches, res.num_refined_matches = a.num_matches, a.num_refined_matches
         res.pose_from = "refinement" if est.matches is not None else "first matching"
         res.focal = float((est.camera or q.camera).K()[0, 0])
+        with _Timer(q.times_ms, "confidence"):
+            self._assess(q, res, a, [attempts[p].estimate.pose for p in won if p != res.path])
+
+    def _assess(self, q: _Query, res: QueryResult, a: _Attempt, others: list[Pose]) -> None:
+        """The confidence of ``res``'s pose from attempt ``a`` (``others``: the other path's
+        pose, when it gave one), written to ``res`` (:mod:`pramloc.confidence`)."""
+        from . import confidence
+
+        ev = confidence.Evidence(res.pose, a.estimate.camera or q.camera, q.size, q.px, a.inlier_kps,
+                                 a.inlier_xyz, a.counted_matches, res.path, a.first_pose,
+                                 others[0] if others else None, tuple(res.votes),
+                                 res.focal_initial if q.refine_focal else None,
+                                 a.first_inliers, a.num_matches, a.candidates_xyz)
+        x = confidence.features(ev)  # looked up on the module: a test may watch what it is given
+        res.confidence_features = {k: round(float(v), 4) for k, v in zip(confidence.FEATURES, x)}
+        res.confidence, res.confident = confidence.score(x)
+        if res.confidence is not None:
+            res.confidence = round(res.confidence, 4)
 
 
 def query_list(dataset: str | None = None, root: Path | None = None, images: Path | None = None,
