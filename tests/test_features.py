@@ -63,6 +63,8 @@ import pramloc.runtime
 if sys.argv[2] == "configure":
     pramloc.runtime.configure()
 from pramloc.features import extract_path
+from pramloc.parallel import set_threads
+set_threads(int(sys.argv[3]))  # one thread: as in a worker of --workers (the whole pyramid on the main heap)
 faults = []
 for _ in range(6):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -84,11 +86,12 @@ def test_extraction_reuses_freed_memory(kitchen_root):
     image = str(kitchen_root / frame(0))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
 
-    def faults(how: str = "configure", **extra) -> int:
-        out = subprocess.run([sys.executable, "-c", _FAULTS, image, how], env={**env, **extra},
+    def faults(how: str = "configure", threads: int = 2, **extra) -> int:
+        out = subprocess.run([sys.executable, "-c", _FAULTS, image, how, str(threads)], env={**env, **extra},
                              capture_output=True, text=True, check=True)
         return int(out.stdout.split()[-1])
 
     assert faults() < 500
+    assert faults(threads=1) < 500
     assert faults(MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072") > 5000
     assert faults("import only") > 5000
