@@ -281,7 +281,7 @@ def sweep_table(sweeps):
             lines.append(f"| {name} | {_recall_cells(v)} | {v['failed']}/{r['queries']} | "
                          f"{v['median_ms_without_features']:.1f} | {stages} |")
         lines.append("")
-    return lines
+    return lines[:-1]
 
 
 def pairs_table(pairs):
@@ -370,37 +370,16 @@ def main() -> Path:
              + "; ".join(f"{name} {_stamps(rs)}" for name, rs in runs.items() if rs) + ".",
              "Command: `python bench/run_all.py` (tables rendered by `python bench/report.py`); the tables "
              "after the localization table name their own runs.", ""]
-    if builds:
-        lines += build_table(builds) + [""]
-    if recs:
-        lines += recognition_table(recs) + [""]
-    if locs:
-        lines += localize_table(locs, builds) + [""]
-    if exh:
-        lines += exhaustive_table(exh, locs) + [""]
-    if fails:
-        lines += failures_table(fails) + [""]
-    if soaks:
-        lines += soak_table(soaks) + [""]
-    seeds = _load("seeds")
-    if seeds:
-        lines += seeds_table(seeds) + [""]
-    feats, degs = _load("features"), _load("degraded")
     nights = {k: v for k, v in _load("night").items() if k.split("-")[0] in ("sift", "xfeat", "disk")}
-    if feats:
-        lines += features_table(feats) + [""]
-    if degs:
-        lines += degraded_table(degs) + [""]
-    if nights:
-        lines += night_table(nights) + [""]
-    photos, pairs = _load("photos"), _load("pairs")
-    if photos:
-        lines += photos_table(photos) + [""]
-    if pairs:
-        lines += pairs_table(pairs) + [""]
-    sweeps = _load("sweep")
-    if sweeps:
-        lines += sweep_table(sweeps)
+    photos = _load("photos")
+    tables = [(builds, build_table), (recs, recognition_table), (locs, lambda r: localize_table(r, builds)),
+              (exh, lambda r: exhaustive_table(r, locs)), (fails, failures_table), (soaks, soak_table),
+              (_load("seeds"), seeds_table), (_load("features"), features_table), (_load("degraded"), degraded_table),
+              (nights, night_table), (photos, photos_table), (_load("pairs"), pairs_table),
+              (_load("sweep"), sweep_table)]
+    for results, render in tables:
+        if results:
+            lines += render(results) + [""]
     lines.append(END)
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\n" + BEGIN + "\n" + END + "\n"
     text = _between(text, BEGIN, END, lines)

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .geometry import Camera, Pose
+from .evaluate import pose_errors
+from .geometry import Camera, Pose, project
 
 MODEL_PATH = Path(__file__).with_name("confidence_model.json")
 GRID = 8  # cells per image side for the inliers' coverage
 SAMPLE = 256  # inliers (evenly strided) that the reprojection error and the hull are measured on
-PINHOLES = ("SIMPLE_PINHOLE", "PINHOLE")
 
 # The features, in the model's order (see :func:`features`).
 FEATURES = ("log_inliers", "inlier_ratio", "coverage", "hull", "reprojection_px", "refine_rotation",
@@ -77,50 +77,27 @@ class Evidence:
     candidates_xyz: np.ndarray | None = None
 
 
-def rotation_deg(a: Pose | np.ndarray, b: Pose | np.ndarray) -> float:
-    """The angle in degrees of the rotation between the orientations of ``a`` and ``b``
-    (poses, or their (3, 3) rotations)."""
-    ra, rb = (x.R if isinstance(x, Pose) else x for x in (a, b))
-    cos = (np.trace(ra @ rb.T) - 1.0) / 2.0
-    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
-
-
-def relative_shift(a: Pose, b: Pose, depth: float) -> float:
-    """Distance between the camera centres of ``a`` and ``b`` relative to ``depth`` (the
-    scene's distance from the camera, same units): free of the map's units."""
-    return float(np.linalg.norm(a.center - b.center) / max(depth, 1e-12))
-
-
-def _moved(a: Pose, b_R: np.ndarray, b_center: np.ndarray, depth: float) -> tuple[float, float]:
-    """(degrees, centre distance / ``depth``) between pose ``a`` and the pose of rotation
-    ``b_R`` and centre ``b_center``."""
-    a_R = a.R
-    return rotation_deg(a_R, b_R), float(np.linalg.norm(-a_R.T @ a.tvec - b_center) / max(depth, 1e-12))
+def _moved(a: Pose, b: Pose, depth: float) -> tuple[float, float]:
+    """(degrees, centre distance / ``depth``) between poses ``a`` and ``b``: free of the map's
+    units (``depth``: the scene's distance from the camera, same units)."""
+    shift, deg = pose_errors(a, b)
+    return deg, shift / max(depth, 1e-12)
 
 
 def reprojection_px(camera: Camera, cam_xyz: np.ndarray, kps: np.ndarray) -> float:
     """Median distance in pixels between ``kps`` (N, 2) and the points ``cam_xyz`` (N, 3), in
     camera coordinates in front of it, projected with ``camera`` (its distortion included)."""
-    if camera.model in PINHOLES:
-        K = camera.K()
-        uv = cam_xyz[:, :2] / cam_xyz[:, 2:] * K[[0, 1], [0, 1]] + K[:2, 2] - 0.5
-    else:  # with its distortion; COLMAP pixel centres -> keypoints
-        uv = np.asarray(camera.to_pycolmap().img_from_cam(cam_xyz)) - 0.5
+    uv = np.asarray(camera.to_pycolmap().img_from_cam(cam_xyz)) - 0.5  # COLMAP pixel centres -> keypoints
     return float(np.median(np.linalg.norm(uv - kps, axis=1)))
 
 
-def visible_share(camera: Camera, R: np.ndarray, t: np.ndarray, xyz: np.ndarray) -> float:
-    """Share of the points ``xyz`` (P, 3) in front of the camera (world-to-camera ``R``, ``t``)
-    and inside its image (pinhole projection, distortion ignored)."""
-    pc = xyz @ R.T + t
-    z = pc[:, 2]
-    front = z > 1e-9
-    if not front.any():
-        return 0.0
-    K = camera.K()
-    uv = pc[front, :2] / z[front, None] * K[[0, 1], [0, 1]] + K[:2, 2]
-    inside = (uv[:, 0] >= 0) & (uv[:, 1] >= 0) & (uv[:, 0] < camera.width) & (uv[:, 1] < camera.height)
-    return float(inside.sum()) / len(xyz)
+def visible_share(camera: Camera, pose: Pose, xyz: np.ndarray) -> float:
+    """Share of the points ``xyz`` (P, 3) in front of the camera and inside its image
+    (:func:`~pramloc.geometry.project`: pinhole, distortion ignored)."""
+    uv, z = project(camera, pose, xyz)
+    inside = (z > 1e-9) & (uv[:, 0] >= -0.5) & (uv[:, 1] >= -0.5) & (uv[:, 0] < camera.width - 0.5) \
+        & (uv[:, 1] < camera.height - 0.5)
+    return float(inside.sum()) / max(len(xyz), 1)
 
 
 def coverage(kps: np.ndarray, size: tuple[int, int], grid: int = GRID) -> float:
@@ -164,7 +141,6 @@ def features(ev: Evidence) -> np.ndarray:
     """
     n = len(ev.inlier_kps)
     R = ev.pose.R
-    center = -R.T @ ev.pose.tvec
     step = -(-n // SAMPLE) if n else 1  # an even sample of the inliers (all up to SAMPLE)
     kps = np.asarray(ev.inlier_kps, np.float64).reshape(-1, 2)[::step]
     cam_xyz = np.asarray(ev.inlier_xyz, np.float64).reshape(-1, 3)[::step] @ R.T + ev.pose.tvec
@@ -184,10 +160,10 @@ def features(ev: Evidence) -> np.ndarray:
         "focal_change": 0.0,
     }
     if ev.first_pose is not None:
-        deg, shift = _moved(ev.first_pose, R, center, scene_depth)
+        deg, shift = _moved(ev.first_pose, ev.pose, scene_depth)
         f["refine_rotation"], f["refine_shift"] = math.log1p(deg), math.log1p(100 * shift)
     if ev.other_pose is not None:
-        deg, shift = _moved(ev.other_pose, R, center, scene_depth)
+        deg, shift = _moved(ev.other_pose, ev.pose, scene_depth)
         f["paths_compared"], f["paths_disagree"] = 1.0, math.log1p(deg + 100 * shift)
     if ev.focal_initial:
         f["focal_change"] = abs(math.log(ev.camera.K()[0, 0] / ev.focal_initial))
@@ -196,7 +172,7 @@ def features(ev: Evidence) -> np.ndarray:
     f["visible_matched"] = 0.0
     if ev.candidates_xyz is not None and len(ev.candidates_xyz):
         cand = np.asarray(ev.candidates_xyz, np.float64).reshape(-1, 3)
-        seen = visible_share(ev.camera, R, ev.pose.tvec, cand[::-(-len(cand) // CANDIDATES)]) * len(cand)
+        seen = visible_share(ev.camera, ev.pose, cand[::-(-len(cand) // CANDIDATES)]) * len(cand)
         f["visible_matched"] = min(n / seen, 1.0) if seen > 0 else 0.0
     return np.array([f[k] for k in FEATURES], np.float64)
 

@@ -123,7 +123,7 @@ class _Attempt:
     match counts, and what happened (a note naming any threshold missed). For the
     confidence: ``first_pose`` before the refinement (None when it found no better pose),
     the estimate's inliers ``inlier_kps`` (N, 2) pixels and ``inlier_xyz`` (N, 3) world
-    points, among ``counted_matches`` matches; ``first_inliers`` of the first pose among the
+    points, among :attr:`counted_matches` matches; ``first_inliers`` of the first pose among the
     ``num_matches`` of the first matching; ``candidates_xyz`` (P, 3) the map points the
     refinement matched by projection against."""
 
@@ -134,13 +134,18 @@ class _Attempt:
     first_pose: Pose | None = None
     inlier_kps: np.ndarray | None = None
     inlier_xyz: np.ndarray | None = None
-    counted_matches: int = 0
     first_inliers: int = 0
     candidates_xyz: np.ndarray | None = None
 
     @property
     def num_inliers(self) -> int:
         return self.estimate.num_inliers if self.estimate is not None else 0
+
+    @property
+    def counted_matches(self) -> int:
+        """The matches the estimate's inliers are counted among: the refinement's, else the first's."""
+        return self.num_refined_matches if self.estimate is not None and self.estimate.matches is not None \
+            else self.num_matches
 
 
 @dataclass
@@ -257,9 +262,8 @@ class Localizer:
         else:
             inliers = q.kps[matches[est.inlier_mask, 0]], xyz[est.inlier_mask]
         return _Attempt(refined, len(matches), num_refined, first_pose=est.pose if refined is not est else None,
-                        inlier_kps=inliers[0], inlier_xyz=inliers[1],
-                        counted_matches=num_refined if refined.matches is not None else len(matches),
-                        first_inliers=est.num_inliers, candidates_xyz=pts_xyz)
+                        inlier_kps=inliers[0], inlier_xyz=inliers[1], first_inliers=est.num_inliers,
+                        candidates_xyz=pts_xyz)
 
     def _refine(self, est: PoseEstimate, matches: np.ndarray, q: _Query,
                 seed_points: np.ndarray) -> tuple[PoseEstimate, np.ndarray]:

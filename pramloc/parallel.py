@@ -89,15 +89,15 @@ def _thread_env(n: int):
 _STATE: dict[str, Any] = {}
 
 
-def _die_with_parent(parent: int) -> None:
-    """Ask Linux to end this worker when the process that started it dies (a killed
-    ``pramloc`` command must not leave its workers waiting forever)."""
+def die_with_parent(parent: int, sig: int | None = None) -> None:
+    """Ask Linux to send this worker ``sig`` (default SIGTERM) when the process that started it
+    dies (a killed ``pramloc`` command must not leave its workers waiting forever)."""
     import ctypes
     import signal
 
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGTERM if sig is None else sig)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux: nothing to ask for
         return
     if os.getppid() != parent:  # the parent died before the request was made
@@ -108,7 +108,7 @@ def _init_worker(make: Callable[[], Any], call: Callable, threads: int, parent: 
     from . import runtime
 
     runtime.configure()
-    _die_with_parent(parent)
+    die_with_parent(parent)
     set_threads(threads)
     _STATE["call"] = call
     try:

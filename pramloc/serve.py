@@ -82,7 +82,6 @@ if TYPE_CHECKING:
 PAGE = Path(__file__).with_name("serve_page.html")
 IMAGE_FORMATS = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp", "TIFF": ".tif"}
 STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-_PDEATHSIG = 1  # prctl option
 
 
 @dataclass(frozen=True)
@@ -180,27 +179,15 @@ def answer(r, map_name: str, camera: str | None) -> dict:
             "time_total_ms": round(sum(r.times_ms.values()), 3)}
 
 
-def _die_with_parent(parent: int) -> None:
-    """SIGKILL this worker when the server dies (it ignores SIGTERM: the server stops it)."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux
-        return
-    if os.getppid() != parent:
-        os._exit(1)
-
-
 def _worker_main(conn, maps: dict[str, str], mode: str, conf, device: str | None, threads: int,
                  parent: int, tmpdir: str) -> None:
     """A worker: load every map, answer "ready", then localize the jobs ``conn`` sends
     until ``None`` (or the server is gone)."""
     from . import runtime
-    from .parallel import set_threads
+    from .parallel import die_with_parent, set_threads
 
     runtime.configure()
-    _die_with_parent(parent)
+    die_with_parent(parent, signal.SIGKILL)  # it ignores SIGTERM (the server stops it)
 
     set_threads(threads)
     try:
