@@ -231,11 +231,11 @@ class LocalizationConfig(StageConfig):
     hypotheses: int = 2             # landmark groups tried in turn until a confident pose (by visibility, by votes)
     match_keypoints: int = 1024     # the strongest keypoints matched to the landmarks (refinement: all)
     landmark_points: int | None = 256  # points of each recognized landmark matched first: those seen by the most
-                                    # map images (null: all); the refinement adds the co-visible images' points
+                                    # map images (null: all); the refinement matches the co-visible images' points
     min_votes: float = 3.0          # votes of the first group of landmarks; below: recognition is unsure
     confident_inliers: int = 100    # below: the next landmark group is tried; auto: retrieval too (most inliers wins)
     refine_radius: float = 20.0     # px, search radius of the matching by projection
-    covisible_images: int = 10      # map images (most co-visible with the first inliers) joining the refinement
+    covisible_images: int = 10      # map images (most co-visible with the first inliers) whose points the refinement matches
     seed: int = 0
 
 

@@ -231,10 +231,10 @@ class Localizer:
         m = m.cpu().numpy()
         return np.stack([q_idx[m[:, 0]], pts[m[:, 1]]], 1) if len(m) else np.zeros((0, 2), np.int64)
 
-    def _register_and_refine(self, matches: np.ndarray, pts: np.ndarray, q: _Query) -> _Attempt:
+    def _register_and_refine(self, matches: np.ndarray, q: _Query) -> _Attempt:
         """PnP + RANSAC on ``matches`` (focal length refined for an estimated camera): a first
-        pose with ``min_first_inliers``, then refinement against ``pts`` and co-visible
-        points; the pose kept needs ``min_inliers``."""
+        pose with ``min_first_inliers``, then refinement against the points of the map images
+        co-visible with its inliers; the pose kept needs ``min_inliers``."""
         c = self.conf
         first_min = min(c["min_first_inliers"], c["min_inliers"])
         with _Timer(q.times_ms, "pnp"):
@@ -242,13 +242,14 @@ class Localizer:
                 est, why = None, f"{len(matches)} matches < the 4 of PnP"
             else:
                 xyz = self._xyz(matches[:, 1])
+                # LO-RANSAC alone: the refinement below re-estimates the pose (refined then)
                 est, why = solve_pose(q.kps[matches[:, 0]], xyz, q.camera,
                                       c["ransac_max_error"] * q.px, first_min, seed=c["seed"],
-                                      refine_focal=q.refine_focal,
+                                      refine_focal=q.refine_focal, refine=False,
                                       threshold="min_inliers" if first_min == c["min_inliers"] else "min_first_inliers")
         if est is None:
             return _Attempt(None, len(matches), note=why)
-        refined, pts_xyz = self._refine(est, matches, q, pts)
+        refined, pts_xyz = self._refine(est, matches, q)
         num_refined = len(refined.inlier_mask) if refined.matches is not None else 0
         if refined.num_inliers < c["min_inliers"]:
             return _Attempt(None, len(matches), num_refined,
@@ -265,18 +266,19 @@ class Localizer:
                         inlier_kps=inliers[0], inlier_xyz=inliers[1], first_inliers=est.num_inliers,
                         candidates_xyz=pts_xyz)
 
-    def _refine(self, est: PoseEstimate, matches: np.ndarray, q: _Query,
-                seed_points: np.ndarray) -> tuple[PoseEstimate, np.ndarray]:
-        """Re-match by projection against ``seed_points`` and the points of the map images
-        co-visible with the inliers, then re-estimate (:func:`refine_by_projection`).
+    def _refine(self, est: PoseEstimate, matches: np.ndarray, q: _Query) -> tuple[PoseEstimate, np.ndarray]:
+        """Re-match by projection against the points of the map images co-visible with the
+        inliers (and the inliers' own), then re-estimate (:func:`refine_by_projection`). The
+        other points of the first matching (landmarks or retrieved images) are not added: the
+        co-visible images hold those in view (7-Scenes: accuracy unchanged, 2 ms less per query).
         Returns the estimate and the world points (P, 3) its ``matches`` index, if any."""
         c = self.conf
         with _Timer(q.times_ms, "refinement"):
             # Map images by how many of the inlier points they observe (ties: map order).
-            images, counts = np.unique(self.map.point_images(np.unique(matches[est.inlier_mask, 1])),
-                                       return_counts=True)
+            inliers = np.unique(matches[est.inlier_mask, 1])
+            images, counts = np.unique(self.map.point_images(inliers), return_counts=True)
             covis = images[np.argsort(-counts, kind="stable")[: c["covisible_images"]]]
-            pts = np.unique(np.concatenate([seed_points] + [self.map.image_point_ids(i) for i in covis]))
+            pts = np.unique(np.concatenate([inliers] + [self.map.image_point_ids(i) for i in covis]))
             xyz = self._xyz(pts)
             # The refined estimate, unless it has fewer inliers than the first.
             return refine_by_projection(est, q.camera, q.kps, q.desc_np, xyz, self._descriptors(pts),
@@ -303,12 +305,17 @@ class Localizer:
         # candidates), in turn until a confident pose: the top landmarks by predicted
         # visibility, then by keypoint votes (the recognizer's two heads disagree on some
         # views), then the next ones.
+        # Last, when none gave a pose: the first group with every point of its landmarks (a view
+        # of their less-observed parts; 7-Scenes block: one query of 134).
         best, tried = None, []
-        for group in self._hypotheses(rec, ranked, k):
+        last = [(ranked[:k], None)] if c["landmark_points"] is not None else []
+        for group, limit in [(g, c["landmark_points"]) for g in self._hypotheses(rec, ranked, k)] + last:
+            if limit is None and best is not None and best.estimate is not None:
+                break
             with _Timer(q.times_ms, "matching"):
-                pts = self._landmark_points(group)
+                pts = self._landmark_points(group, limit)
                 matches = self._match(np.arange(min(len(q.kps), c["match_keypoints"])), q.desc, pts)
-            attempt = self._register_and_refine(matches, pts, q)
+            attempt = self._register_and_refine(matches, q)
             tried += [l for l in group.tolist() if l not in tried]
             if best is None or (attempt.num_inliers, attempt.num_matches) > (best.num_inliers, best.num_matches):
                 best = attempt
@@ -346,10 +353,10 @@ class Localizer:
                     n += 1
                     yield group
 
-    def _landmark_points(self, landmarks: np.ndarray) -> np.ndarray:
-        """The points of ``landmarks`` matched first: of each, the ``landmark_points`` seen by the
-        most map images (points are stored in that order within a landmark), or all."""
-        o, n = self._offsets, self.conf["landmark_points"]
+    def _landmark_points(self, landmarks: np.ndarray, n: int | None) -> np.ndarray:
+        """The points of ``landmarks`` matched: of each, the ``n`` seen by the most map images
+        (points are stored in that order within a landmark), or all (``n`` None)."""
+        o = self._offsets
         pts = np.concatenate([np.arange(o[l], o[l + 1] if n is None else min(o[l] + n, o[l + 1])) for l in landmarks])
         return pts if self._ranked is None or n is None else np.sort(self._ranked[pts])
 
@@ -360,7 +367,7 @@ class Localizer:
             pts = np.unique(np.concatenate([self.map.image_point_ids(i) for i in idx]))
         with _Timer(q.times_ms, "matching"):
             matches = self._match(np.arange(len(q.kps)), q.desc, pts)
-        attempt = self._register_and_refine(matches, pts, q)
+        attempt = self._register_and_refine(matches, q)
         if attempt.estimate is None:
             attempt.note = f"retrieval ({len(idx)} images): {attempt.note}"
         return attempt

@@ -39,13 +39,17 @@ class PoseEstimate:
 
 def solve_pose(points2D: np.ndarray, points3D: np.ndarray, camera: Camera, max_error_px: float,
                min_inliers: int, seed: int | None = 0, refine_focal: bool = False,
-               threshold: str = "min_inliers") -> tuple[PoseEstimate | None, str]:
-    """Robust absolute pose: ``pycolmap.estimate_and_refine_absolute_pose``.
+               threshold: str = "min_inliers", refine: bool = True) -> tuple[PoseEstimate | None, str]:
+    """Robust absolute pose: ``pycolmap.estimate_and_refine_absolute_pose``, or with
+    ``refine=False`` its LO-RANSAC alone (``estimate_absolute_pose``: without the
+    non-linear refinement, which takes ~4 of its ~5 ms on 200-400 matches; for a first
+    pose that a second pass refines anyway).
 
     points2D: (N, 2) pixels, keypoint convention; points3D: (N, 3) world coordinates;
     max_error_px: RANSAC reprojection threshold; ``seed`` makes RANSAC deterministic
     (None: random); ``refine_focal``: the focal length of ``camera`` is refined with the
-    pose (for estimated intrinsics; the estimate's ``camera`` carries it). Returns the
+    pose (for estimated intrinsics; the estimate's ``camera`` carries it; implies
+    ``refine``). Returns the
     estimate and "", or None and why, naming the threshold missed (``min_inliers`` is
     called ``threshold`` there): fewer than 4 correspondences, fewer than ``min_inliers``
     of them, RANSAC finding no pose, or fewer than ``min_inliers`` inliers.
@@ -69,7 +73,10 @@ def solve_pose(points2D: np.ndarray, points3D: np.ndarray, camera: Camera, max_e
     refinement = pycolmap.AbsolutePoseRefinementOptions()
     refinement.refine_focal_length = refine_focal
     cam = camera.to_pycolmap()  # refined in place
-    ret = pycolmap.estimate_and_refine_absolute_pose(p2 + 0.5, p3, cam, options, refinement)
+    if refine or refine_focal:
+        ret = pycolmap.estimate_and_refine_absolute_pose(p2 + 0.5, p3, cam, options, refinement)
+    else:
+        ret = pycolmap.estimate_absolute_pose(p2 + 0.5, p3, cam, options)
     if ret is None:
         return None, f"RANSAC found no pose from {len(p2)} matches (max error {max_error_px:.3g} px)"
     num_inliers = int(ret["num_inliers"])

@@ -166,6 +166,18 @@ def test_landmark_hypotheses_are_tried_in_turn(kitchen_map_trained, queries):
     assert pose_errors(r3.pose, im.pose)[0] < 0.05
 
 
+def test_last_resort_matches_every_point_of_the_first_group(kitchen_map_trained, queries):
+    """When no hypothesis gives a pose from the landmarks' most observed points, the first
+    group is matched once more with every point of its landmarks before failing."""
+    ims, scene = queries
+    im = ims[0]
+    loc = Localizer(kitchen_map_trained, "recognition", {"landmark_points": 2, "hypotheses": 1})
+    r = loc.localize(scene.path(im.name), im.camera, im.name)
+    assert r.path == "recognition", r.reason
+    assert r.num_matches > 2 * len(r.landmarks)  # more matches than the limit's points
+    assert pose_errors(r.pose, im.pose)[0] < 0.05
+
+
 def test_keypoint_labels_do_not_restrict_matching(kitchen_map_trained, queries):
     """The recognized landmarks are matched as one region: every keypoint may match any of
     their points, whatever landmark it was labelled with (a wrong label loses no match)."""
@@ -327,17 +339,17 @@ def test_recognized_landmarks_are_matched_by_their_most_observed_points(kitchen_
     seen = np.diff(m.point_track_offsets())
     o = m.landmark_offsets
     assert all(np.all(np.diff(seen[o[l]:o[l + 1]]) <= 0) for l in range(m.num_landmarks))
-    loc = Localizer(kitchen_map_trained, "recognition", {"landmark_points": 5})
-    pts = loc._landmark_points(np.array([0, 2]))
+    loc = Localizer(kitchen_map_trained, "recognition")
+    pts = loc._landmark_points(np.array([0, 2]), 5)
     assert pts.tolist() == list(range(o[0], o[0] + 5)) + list(range(o[2], o[2] + 5))
-    assert len(Localizer(kitchen_map_trained, "recognition", {"landmark_points": None})._landmark_points(np.array([1]))) == o[2] - o[1]
+    assert len(loc._landmark_points(np.array([1]), None)) == o[2] - o[1]
     # A map from before the order: the same points are chosen (ranked when it is loaded).
     old = tmp_path / "old"
     shutil.copytree(kitchen_map_trained, old)
     man = json.loads((old / "manifest.json").read_text())
     del man["points_order"]
     (old / "manifest.json").write_text(json.dumps(man))
-    pts_old = Localizer(old, "recognition", {"landmark_points": 5})._landmark_points(np.array([0, 2]))
+    pts_old = Localizer(old, "recognition")._landmark_points(np.array([0, 2]), 5)
     assert np.array_equal(np.sort(seen[pts_old]), np.sort(seen[pts]))
 
 

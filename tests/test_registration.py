@@ -78,6 +78,22 @@ def test_estimate_pose_with_noise_and_outliers(scene):
         assert est.inlier_mask[n_out:].mean() > 0.95 and est.inlier_mask[:n_out].mean() < 0.1
 
 
+def test_lo_ransac_alone_is_close_to_the_refined_pose(scene):
+    """``refine=False`` (a first pose, refined later by projection) skips the non-linear
+    refinement: on noisy matches with outliers the same inliers, a pose as close to the truth."""
+    records, depths, max_error, _ = scene
+    rng = np.random.default_rng(3)
+    for record in records:
+        xyz, uv = make_points(record, depths, 300, rng)
+        obs = uv + rng.normal(0, 1.0, uv.shape)
+        obs[:60] = rng.uniform([0, 0], [record.camera.width - 1, record.camera.height - 1], (60, 2))
+        refined, _ = solve_pose(obs, xyz, record.camera, max_error, 30)
+        lo, why = solve_pose(obs, xyz, record.camera, max_error, 30, refine=False)
+        assert why == "" and abs(lo.num_inliers - refined.num_inliers) <= 3
+        dt, dr = pose_error(lo.pose, record.pose)
+        assert dt < 0.01 and dr < 0.1, (record.name, dt, dr)
+
+
 def test_exact_correspondences_give_exact_pose(scene):
     """No noise: the pose is recovered to numerical precision (checks the 0.5 px convention)."""
     records, depths, max_error, _ = scene
@@ -224,3 +240,5 @@ def test_focal_length_refined_for_estimated_intrinsics(scene):
     assert dr < 1e-2 and dt < 1e-3 * depths[1]
     fixed = estimate_pose(uv, xyz, guess, 10 * max_error, 30)
     assert fixed.camera.params[0] == guess.params[0]
+    first, _ = solve_pose(uv, xyz, guess, 10 * max_error, 30, refine_focal=True, refine=False)
+    assert first.camera.params[0] == pytest.approx(K[0, 0], rel=1e-4)  # refine_focal implies the refinement
