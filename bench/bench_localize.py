@@ -1,9 +1,10 @@
 """Localization benchmark: each mode (recognition, retrieval, auto) on the same queries in
 one run, accuracy at the four thresholds, median errors, and median/p90 time per stage.
 
-    python bench/bench_localize.py [--scenes 7scenes-interleaved strecha] [--modes ...]
+    python bench/bench_localize.py [--scenes 7scenes-interleaved strecha south-building] [--modes ...]
 
-Needs the maps of bench/bench_build.py (bench/out/maps/<scene>). Writes
+Needs the maps of bench/bench_build.py (bench/out/maps/<scene>; South Building: bench/bench_confidence.py's
+reference112, built when missing). Writes
 bench/results/localize_<scene>.json and the results files bench/out/results/<scene>_<mode>.txt.
 """
 
@@ -36,7 +37,8 @@ def stage_stats(logs: list[dict]) -> dict:
 
 # Positive of place recognition: camera centre within this distance (m) and viewing
 # direction within 30 degrees (Strecha's map cameras stand metres apart).
-POSITIVE_DISTANCE = {"7scenes-interleaved": 0.5, "7scenes-block": 0.5, "strecha": 3.0}
+POSITIVE_DISTANCE = {"7scenes-interleaved": 0.5, "7scenes-block": 0.5, "strecha": 3.0, "south-building": 1.0}
+SOUTH_BUILDING = "south-building"  # not in SCENES (a COLMAP model, not a dataset layout): bench_confidence's map
 
 
 def retrieval_recall(scene: str, logs: list[dict], map_dir: Path, queries=None) -> dict:
@@ -45,8 +47,10 @@ def retrieval_recall(scene: str, logs: list[dict], map_dir: Path, queries=None) 
     from pramloc.evaluate import retrieval_recall as recall
     from pramloc.mapio import load_map
 
-    kind, root, _, qsplit, _ = SCENES[scene]
-    gt = {im.name: im.pose for im in (queries or load_dataset(kind, root, qsplit)).images}
+    if queries is None:
+        kind, root, _, qsplit, _ = SCENES[scene]
+        queries = load_dataset(kind, root, qsplit)
+    gt = {im.name: im.pose for im in queries.images}
     m = load_map(map_dir)
     d = POSITIVE_DISTANCE.get(scene, 0.5)
     retrieved = {r["name"]: r["retrieved"] for r in logs}
@@ -65,9 +69,17 @@ def run(scene: str, modes: list[str], device: str | None, map_dir: Path | None =
     from pramloc.evaluate import evaluate
     from pramloc.localize import Localizer
 
-    kind, root, _, qsplit, _ = SCENES[scene]
-    map_dir = map_dir or OUT / "maps" / scene
-    queries = queries or load_dataset(kind, root, qsplit)
+    if scene == SOUTH_BUILDING:  # its 16 queries against the map of the reference poses of its 112 map photos
+        from bench_confidence import SOUTH, south_building_map
+
+        from pramloc.datasets import load_colmap
+
+        map_dir = map_dir or south_building_map()
+        queries = queries or load_colmap(SOUTH / "images", SOUTH / "reference", SOUTH / "splits/query.txt")
+    else:
+        kind, root, _, qsplit, _ = SCENES[scene]
+        map_dir = map_dir or OUT / "maps" / scene
+        queries = queries or load_dataset(kind, root, qsplit)
     gt = {im.name: im.pose for im in queries.images}
     locs = {m: Localizer(map_dir, m, device=device) for m in modes}
     # Warm-up (first calls pay for lazy initialisation), not timed.
@@ -127,7 +139,8 @@ def run(scene: str, modes: list[str], device: str | None, map_dir: Path | None =
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenes", nargs="+", default=["7scenes-interleaved", "strecha"], choices=list(SCENES))
+    ap.add_argument("--scenes", nargs="+", default=["7scenes-interleaved", "strecha"],
+                    choices=[*SCENES, SOUTH_BUILDING])
     ap.add_argument("--modes", nargs="+", default=["recognition", "retrieval", "auto"])
     ap.add_argument("--device", default=None)
     a = ap.parse_args()
