@@ -205,11 +205,18 @@ class RecognizerConfig(StageConfig):
 class RetrievalConfig(StageConfig):
     """Global-descriptor retrieval (``pramloc/retrieval/``)."""
 
-    method: str = "vlad"        # registry name (pramloc/retrieval/)
-    num_words: int = 16         # VLAD vocabulary size
-    storage: str = "int8"       # VLAD vector storage: int8 | float16
+    method: str = "vlad"        # registry name (pramloc/retrieval/): vlad (the local descriptors) | anyloc |
+                                # gem | supervlad | landmark-vlad (a dense backbone over the image)
+    num_words: int = 16         # vocabulary size (vlad, anyloc)
+    storage: str = "int8"       # vlad vector storage: int8 | float16 (dense methods: float16)
     top_k: int = 10             # map images retrieved per query
     seed: int = 0
+    backbone: str = "xfeat"     # dense methods: xfeat (64-D, stride 8) | disk (128-D, stride 8) | dinov2 (needs weights)
+    weights: str | None = None  # backbone dinov2: a DINOv2 checkpoint file on disk (never downloaded)
+    max_side: int | None = 640  # dense methods: images resized so that max(W, H) <= max_side
+    dim: int | None = 256       # anyloc: PCA-whitened size (at most the map images - 1; null: no PCA)
+    gem_p: float = 3.0          # gem: the generalized mean's exponent
+    device: str = "cpu"         # dense methods: cpu | cuda | auto
 
 
 @dataclass
