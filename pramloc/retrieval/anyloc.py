@@ -1,10 +1,11 @@
 """AnyLoc (Keetha et al., RA-L 2023): VLAD over a dense backbone's features, no training.
 
-The vocabulary is k-means (``retrieval.num_words`` words) on the dense features of the
+The vocabulary is k-means (``retrieval.dense_words`` words) on the dense features of the
 map images themselves (AnyLoc's "map-specific" vocabulary); each image's features
 (h * w, D) are hard-assigned to their nearest word and aggregated as VLAD with
 intra-normalisation and power normalisation (:func:`.vlad.vlad`); the (K * D,) vectors are
-PCA-whitened to ``retrieval.dim`` (at most the number of map images - 1) and L2-normalised.
+PCA-whitened to ``retrieval.dim`` when given (at most the number of map images - 1; on
+the maps measured whitening lowered recall, see docs/BENCHMARKS.md) and L2-normalised.
 The backbone (``retrieval.backbone``) is XFeat's 64-D map by default; AnyLoc's own is
 DINOv2's value facet, here a DINOv2 checkpoint file's patch tokens (``backbone=dinov2``).
 """
@@ -27,7 +28,7 @@ class AnyLocIndex(DenseIndex):
     vocabulary = np.zeros((0, 0), np.float32)
 
     def fit_model(self, feats: Sequence[np.ndarray]) -> None:
-        self.vocabulary = build_vocabulary([f.reshape(-1, f.shape[-1]) for f in feats], self.settings.num_words,
+        self.vocabulary = build_vocabulary([f.reshape(-1, f.shape[-1]) for f in feats], self.settings.dense_words,
                                            seed=self.settings.seed)
 
     def aggregate(self, feats: np.ndarray, item: RetrievalInput) -> np.ndarray:

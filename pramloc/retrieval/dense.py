@@ -15,7 +15,7 @@ from .backbones import dense_features
 from .base import GlobalIndex, RetrievalInput, as_input
 
 # RetrievalConfig keys a dense index keeps: they decide how an image is described.
-SETTINGS = ("backbone", "max_side", "weights", "device", "num_words", "dim", "gem_p", "seed")
+SETTINGS = ("backbone", "max_side", "weights", "device", "dense_words", "dim", "whiten", "gem_p", "seed")
 WHITENING_EPS = 1e-6  # relative to the largest variance: directions of no variance are not blown up
 
 
@@ -37,10 +37,10 @@ class Settings:
         return cls(json.loads(np.asarray(a, np.uint8).tobytes().decode()))
 
 
-def fit_pca(vectors: np.ndarray, dim: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """PCA whitening of ``vectors`` (M, G): mean (G,) and projection (d, G), d = min(dim, M - 1, G)
-    principal directions each scaled by 1 / sqrt(its variance). ``dim`` None: no reduction (an
-    identity projection is not stored: mean and projection are empty)."""
+def fit_pca(vectors: np.ndarray, dim: int | None, whiten: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """PCA of ``vectors`` (M, G): mean (G,) and projection (d, G), the d = min(dim, M - 1, G)
+    principal directions, each scaled by 1 / sqrt(its variance) when ``whiten``. ``dim``
+    None: no PCA (mean and projection are empty)."""
     x = np.asarray(vectors, np.float64)
     if dim is None or len(x) < 2:
         return np.zeros(0, np.float32), np.zeros((0, x.shape[1]), np.float32)
@@ -48,7 +48,7 @@ def fit_pca(vectors: np.ndarray, dim: int | None) -> tuple[np.ndarray, np.ndarra
     _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
     var = s ** 2 / (len(x) - 1)
     d = int(min(dim, len(x) - 1, x.shape[1]))
-    proj = vt[:d] / np.sqrt(var[:d] + WHITENING_EPS * var[0])[:, None]
+    proj = vt[:d] / np.sqrt(var[:d] + WHITENING_EPS * var[0])[:, None] if whiten else vt[:d]
     return mean.astype(np.float32), proj.astype(np.float32)
 
 
@@ -99,7 +99,7 @@ class DenseIndex(GlobalIndex):
         index.fit_model(feats)
         raw = np.stack([index.aggregate(f, i) for f, i in zip(feats, items)]) if items else np.zeros((0, 1))
         if index.use_pca:
-            index.mean, index.projection = fit_pca(raw, index.settings.dim)
+            index.mean, index.projection = fit_pca(raw, index.settings.dim, index.settings.whiten)
         index.vectors = np.stack([index._finish(r) for r in raw]).astype(np.float16) if len(raw) else \
             np.zeros((0, 1), np.float16)
         return index
