@@ -44,7 +44,9 @@ MAX_FACING_DEG = 60.0
 CELL = 16              # px, depth-buffer cells (a 640x480 image: 40 x 30)
 DEPTH_TOLERANCE = 0.1  # a point up to 10% deeper than its cells' nearest is not hidden
 RECALL_AT = (1, 5, 10)
-DEFAULT_METHODS = ["vlad", "gem:xfeat", "anyloc:xfeat", "gem:disk", "anyloc:disk"]
+RECOGNITION_KEYPOINTS = 512  # as localize (localization.recognition_keypoints)
+DEFAULT_METHODS = ["vlad", "gem:xfeat", "anyloc:xfeat", "supervlad:xfeat", "landmark-vlad:xfeat",
+                   "gem:disk", "anyloc:disk", "supervlad:disk", "landmark-vlad:disk"]
 
 
 def load_queries(scene: str):
@@ -156,7 +158,7 @@ def run(scene: str, methods: list[str], maps: Path, localize: bool, overrides: l
     from pramloc.features import extract_path
     from pramloc.mapio import load_map, retrieval_index
     from pramloc.recognition import Recognizer
-    from pramloc.retrieval import RetrievalInput
+    from pramloc.retrieval import RetrievalInput, map_inputs
     from pramloc.retrieval.backbones import dense_features
 
     map_dir = maps / MAP_DIRS.get(scene, Path("maps") / scene)
@@ -164,9 +166,8 @@ def run(scene: str, methods: list[str], maps: Path, localize: bool, overrides: l
     queries = load_queries(scene)
     base = RetrievalConfig.from_dict({**m.manifest["config"]["retrieval"], **parse_overrides(overrides)},
                                      "retrieval")
-    root = Path(m.manifest["source"]["root"])
-    image_dir = root if m.manifest["source"]["kind"] != "7scenes" else root
-    map_items = [RetrievalInput(image=image_dir / n, name=n) for n in m.image_names]
+    image_dir = Path(m.manifest["source"]["root"])
+    map_items = map_inputs(m, [RetrievalInput(image=image_dir / n, name=n) for n in m.image_names])
     report = {**stamp(), "scene": scene, "map": str(map_dir), "map_images": len(m.image_names),
               "queries": len(queries.images), "positives": {"min_share": MIN_SHARE,
                                                             "max_facing_deg": MAX_FACING_DEG}, "methods": {}}
@@ -178,11 +179,17 @@ def run(scene: str, methods: list[str], maps: Path, localize: bool, overrides: l
     print(f"{scene}: {len(m.image_names)} map images, {len(queries.images)} queries, positives {report['positives']}")
     # The queries' local features (vlad, the recognizer) with the map's extractor.
     fconf = m.manifest["feature"]
+    recognizer = Recognizer.load(m.recognizer_path) if m.recognizer_path is not None else None
     q_items = []
     for im in queries.images:
         f = extract_path(queries.path(im.name), fconf)
-        q_items.append(RetrievalInput(f["descriptors"], f["keypoints"], queries.path(im.name), im.name,
-                                      memo={"features": f}))
+        item = RetrievalInput(f["descriptors"], f["keypoints"], queries.path(im.name), im.name,
+                              memo={"features": f})
+        if recognizer is not None:  # landmark-vlad's regions: the recognizer's labels, as localize gives them
+            n = min(len(f["keypoints"]), RECOGNITION_KEYPOINTS)
+            item.keypoints = f["keypoints"][:n]
+            item.labels = recognizer.recognize(f["keypoints"][:n], f["descriptors"][:n], tuple(f["image_size"])).labels
+        q_items.append(item)
     # The map's VLAD as stored, and the recognizer's landmark ranking.
     stored = retrieval_index(m)
     backbone_times: dict = {}
@@ -218,14 +225,15 @@ def run(scene: str, methods: list[str], maps: Path, localize: bool, overrides: l
                                    "bytes_per_image": int(index.nbytes // max(len(index), 1)),
                                    "fit_s": None if fit_s is None else round(fit_s, 2),
                                    "dim": int(np.asarray(index.vectors).shape[1]),
-                                   "config": {k: getattr(conf, k) for k in ("method", "backbone", "num_words", "dim",
+                                   "regions_per_image": round(len(index.vectors) / max(len(index), 1), 2),
+                                   "config": {k: getattr(conf, k) for k in ("method", "backbone", "dense_words", "dim",
                                                                              "max_side")}}
         report["methods"][spec]["_index"] = index
         print(f"  {spec:16s} {r} {report['methods'][spec]['ms_per_image']} ms/image "
               f"{report['methods'][spec]['bytes_per_image']} B/image fit {report['methods'][spec]['fit_s']} s")
-    if m.recognizer_path is not None:
-        recognizer = Recognizer.load(m.recognizer_path)
-        ranked, ms = zip(*(landmark_ranking(m, recognizer, it.memo["features"], 512) for it in q_items))
+    if recognizer is not None:
+        ranked, ms = zip(*(landmark_ranking(m, recognizer, it.memo["features"], RECOGNITION_KEYPOINTS)
+                           for it in q_items))
         r = recall(list(ranked), pos)
         report["methods"]["landmarks (recognizer)"] = {
             **r, "ms_per_image": round(float(np.median(ms)), 1), "bytes_per_image": int(4 * m.num_landmarks),

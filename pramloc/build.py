@@ -163,7 +163,7 @@ def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False,
         keep = [rows[n] for n in scene.names]
         feats = [feats[i] for i in keep]
         items = [items[i] for i in keep]
-        index = index.subset(keep)
+        index = index.subset(keep) if index is not None else None
     stats = {"model": sfm.model_stats(rec), **sfm_record,
              "exif_cameras": cameras_by_key([scene.path(n) for n in scene.names], [im.camera for im in scene.images])}
     logger.info("Sparse model: %(registered_images)d images, %(points3D)d points, track length "
@@ -178,8 +178,8 @@ def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False,
     stats["landmarks"] = seg.stats
 
     if index is None:
-        with timed(times, "retrieval"):
-            index = retrieval.fit(conf.retrieval, items)
+        with timed(times, "retrieval"):  # with the map's observations of each image (landmarks, points)
+            index = retrieval.fit(conf.retrieval, retrieval.map_inputs(m, items))
     m.retrieval = index.to_arrays()
 
     staging = mapio.staging_dir(out)

@@ -218,6 +218,10 @@ class RetrievalConfig(StageConfig):
     dim: int | None = None      # anyloc: PCA to this size (at most the map images - 1; null: none)
     whiten: bool = True         # ... the PCA components whitened (scaled to unit variance)
     gem_p: float = 3.0          # gem: the generalized mean's exponent
+    region_dim: int = 128       # landmark-vlad: each region's VLAD projected by PCA to this size
+    clusters: int = 4           # supervlad: clusters (SuperVLAD: few) ...
+    ghost_clusters: int = 1     # ... and ghost clusters (their assignments are dropped)
+    train_steps: int = 300      # supervlad: training steps on the map images (co-visible pairs)
     device: str = "cpu"         # dense methods: cpu | cuda | auto
 
 

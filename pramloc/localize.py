@@ -204,6 +204,16 @@ class Localizer:
                 self.recognizer = Recognizer.load(self.map.recognizer_path, device=str(self.device),
                                                   data=read_part(self.map, RECOGNIZER))
         self.index = retrieval_index(self.map) if mode != "recognition" else None
+        self._labeler = self.recognizer  # labels the query's keypoints for a retrieval method that needs them
+        if self.index is not None and "labels" in self.index.needs and self._labeler is None:
+            if self.map.recognizer_path is None:
+                raise PramlocError(f"{self.map.path}: retrieval method {self.index.method!r} needs the map's "
+                                   "recognizer (rebuild without --no-train)")
+            from .mapio import RECOGNIZER, read_part
+            from .recognition import Recognizer
+
+            self._labeler = Recognizer.load(self.map.recognizer_path, device=str(self.device),
+                                            data=read_part(self.map, RECOGNIZER))
         # The cameras of the map images by EXIF camera: a query photo of one gets its intrinsics.
         self.exif_cameras = {k: Camera.from_string(v)
                              for k, v in self.map.manifest.get("stats", {}).get("exif_cameras", {}).items()}
@@ -358,6 +368,10 @@ class Localizer:
     def _retrieval_path(self, q: _Query, res: QueryResult) -> _Attempt:
         with _Timer(q.times_ms, "retrieval"):
             query = RetrievalInput(descriptors=q.desc_np, keypoints=q.kps, image=q.image)
+            if "labels" in self.index.needs:  # landmark-vlad: the regions of the recognizer's labels
+                n = min(len(q.kps), self.conf["recognition_keypoints"])
+                query.keypoints = q.kps[:n]
+                query.labels = self._labeler.recognize(q.kps[:n], q.desc_np[:n], q.size).labels
             idx, _ = self.index.search(self.index.describe(query), self.top_k)
             res.retrieved = [self.map.image_names[i] for i in idx]
             pts = np.unique(np.concatenate([self.map.image_point_ids(i) for i in idx]))

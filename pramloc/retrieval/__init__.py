@@ -1,6 +1,7 @@
 """Global image descriptors for retrieval: one small interface (:mod:`.base`), one module
 per method: VLAD of the local descriptors (:mod:`.vlad`), and over a dense backbone
-(:mod:`.backbones`, :mod:`.dense`) AnyLoc (:mod:`.anyloc`) and GeM (:mod:`.gem`).
+(:mod:`.backbones`: XFeat, DISK, a DINOv2 checkpoint; :mod:`.dense`) AnyLoc (:mod:`.anyloc`),
+GeM (:mod:`.gem`), SuperVLAD (:mod:`.supervlad`) and landmark VLAD (:mod:`.landmark_vlad`).
 
 A method is a :class:`GlobalIndex` subclass in a module of this package, registered with
 :func:`register`; the map manifest names it (``manifest["retrieval"]["method"]``). Build,
@@ -10,8 +11,8 @@ local descriptors, keypoints and image file: each method reads what it ``needs``
 automatically) + its test.
 """
 
-from .base import METHODS, GlobalIndex, RetrievalInput, as_input, fit, from_arrays, get, register
+from .base import METHODS, GlobalIndex, RetrievalInput, as_input, fit, map_inputs, from_arrays, get, register
 from .vlad import VladIndex, build_vocabulary, vlad
 
-__all__ = ["GlobalIndex", "RetrievalInput", "as_input", "METHODS", "register", "get", "fit", "from_arrays", "VladIndex",
+__all__ = ["GlobalIndex", "RetrievalInput", "as_input", "map_inputs", "METHODS", "register", "get", "fit", "from_arrays", "VladIndex",
            "build_vocabulary", "vlad"]

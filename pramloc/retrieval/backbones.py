@@ -74,18 +74,20 @@ def get_backbone(name: str) -> Backbone:
 
 
 def _gray(item: RetrievalInput, max_side: int | None) -> np.ndarray:
-    """The image of ``item`` as grayscale (h, w) uint8 with max(h, w) <= ``max_side``."""
+    """The image of ``item`` as grayscale (h, w) uint8 with max(h, w) <= ``max_side``; the
+    (W, H) of the full image is kept in ``item.memo["size"]`` (keypoints are in its pixels)."""
     from ..features import load_image, resize_max_side
 
     image = item.require("image", "dense retrieval")
     if isinstance(image, np.ndarray):
+        item.memo["size"] = (image.shape[1], image.shape[0])
         if image.ndim == 3:
             image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY if image.shape[2] == 3 else cv2.COLOR_RGBA2GRAY)
         if image.ndim != 2 or image.dtype != np.uint8:
             raise PramlocError(f"{item.name or 'image'}: expected a grayscale uint8 image, got {image.dtype} "
                                f"{image.shape}")
     else:
-        image, _ = load_image(image, max_side)
+        image, item.memo["size"] = load_image(image, max_side)
     return resize_max_side(image, max_side)[0]
 
 
@@ -97,7 +99,7 @@ def dense_features(item: RetrievalInput, conf) -> np.ndarray:
     from ..features.learned import cpu_threads, device, prepare
 
     key = f"dense:{conf.backbone}:{conf.max_side}:{conf.weights}"
-    if key in item.memo:
+    if key in item.memo and "size" in item.memo:
         return item.memo[key].astype(np.float32)
     backbone = get_backbone(conf.backbone)
     gray = _gray(item, conf.max_side)

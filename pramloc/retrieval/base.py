@@ -34,7 +34,10 @@ class RetrievalInput:
     that needs a missing one raises :class:`PramlocError` naming it).
 
     - ``descriptors`` (N, D) float32: the image's local descriptors (the map's extractor);
-    - ``keypoints`` (N, 2) float: their pixel positions in the original image;
+    - ``keypoints`` (K, 2) float: pixel positions in the original image of keypoints with
+      ``labels`` (K,) int: 0 background, l + 1 landmark l (a query: the recognizer's labels;
+      a map image: its observations, labelled with their points' landmarks) and, for a map
+      image, ``points`` (K,) int: the map point each observes (:func:`map_inputs`);
     - ``image``: the image file (read when a method needs it) or a grayscale (H, W) uint8 array;
     - ``name``: for messages.
 
@@ -47,6 +50,8 @@ class RetrievalInput:
     image: Path | np.ndarray | None = None
     name: str = ""
     memo: dict[str, Any] = field(default_factory=dict, repr=False)
+    labels: np.ndarray | None = None
+    points: np.ndarray | None = None
 
     def require(self, what: str, method: str) -> Any:
         """Field ``what``, or an error naming the image, the method and the field."""
@@ -54,6 +59,22 @@ class RetrievalInput:
         if value is None:
             raise PramlocError(f"{self.name or 'image'}: retrieval method {method!r} needs the image's {what}")
         return value
+
+
+def map_inputs(m, items: Sequence[RetrievalInput]) -> list[RetrievalInput]:
+    """``items`` (one per map image of the :class:`~pramloc.mapio.LandmarkMap` ``m``, in its
+    order) with the map's observations of each image: ``keypoints`` (K, 2), ``points`` (K,)
+    and ``labels`` (K,) (landmark + 1)."""
+    import dataclasses
+
+    out = []
+    for i, item in enumerate(items):
+        lo, hi = int(m.image_offsets[i]), int(m.image_offsets[i + 1])
+        points = np.asarray(m.image_points[lo:hi], np.int64)
+        out.append(dataclasses.replace(item, keypoints=np.asarray(m.image_keypoints[lo:hi], np.float32),
+                                       points=points, labels=np.asarray(m.point_landmark[points], np.int64) + 1,
+                                       memo=item.memo))
+    return out
 
 
 def as_input(item: "RetrievalInput | np.ndarray") -> RetrievalInput:
