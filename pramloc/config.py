@@ -223,6 +223,7 @@ class RetrievalConfig(StageConfig):
     ghost_clusters: int = 1     # ... and ghost clusters (their assignments are dropped)
     train_steps: int = 300      # supervlad: training steps on the map images (co-visible pairs)
     device: str = "cpu"         # dense methods: cpu | cuda | auto
+    num_threads: int | None = None  # dense methods on a CPU: torch threads (null: the cores idle when first asked)
 
 
 @dataclass

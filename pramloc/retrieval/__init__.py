@@ -7,12 +7,13 @@ A method is a :class:`GlobalIndex` subclass in a module of this package, registe
 :func:`register`; the map manifest names it (``manifest["retrieval"]["method"]``). Build,
 map I/O and localization only call :func:`fit`, :func:`from_arrays` and the index's
 ``describe`` / ``search`` / ``to_arrays``, with a :class:`RetrievalInput` per image (its
-local descriptors, keypoints and image file: each method reads what it ``needs``). Adding a method = one new module here (found
+local descriptors, keypoints and their landmark labels, observed map points, image file:
+each method reads what it ``needs``). Adding a method = one new module here (found
 automatically) + its test.
 """
 
-from .base import METHODS, GlobalIndex, RetrievalInput, as_input, fit, map_inputs, from_arrays, get, register
+from .base import METHODS, GlobalIndex, RetrievalInput, as_input, fit, from_arrays, get, map_inputs, register
 from .vlad import VladIndex, build_vocabulary, vlad
 
-__all__ = ["GlobalIndex", "RetrievalInput", "as_input", "map_inputs", "METHODS", "register", "get", "fit", "from_arrays", "VladIndex",
-           "build_vocabulary", "vlad"]
+__all__ = ["GlobalIndex", "RetrievalInput", "as_input", "map_inputs", "METHODS", "register", "get", "fit",
+           "from_arrays", "VladIndex", "build_vocabulary", "vlad"]

@@ -110,7 +110,7 @@ def dense_features(item: RetrievalInput, conf) -> np.ndarray:
     dev = device(conf.device)
     prepare(dev)
     x = torch.from_numpy(gray.astype(np.float32) / 255.0).to(dev)[None, None].expand(1, 3, h, w).contiguous()
-    with torch.inference_mode(), cpu_threads(dev, None):
+    with torch.inference_mode(), cpu_threads(dev, getattr(conf, "num_threads", None)):
         f = F.normalize(backbone.run(x, conf).float(), dim=1)[0]  # (D, h', w')
     # Kept at half the size (unit vectors lose ~1e-3), and returned as kept: the same
     # features whether computed now or remembered.
