@@ -95,3 +95,17 @@ def test_landmark_vlad_in_localize(kitchen_map_trained, kitchen_root):
         assert pose_errors(r.pose, im.pose)[0] < 0.05
     with pytest.raises(PramlocError, match="needs the image's labels"):
         index.describe(RetrievalInput(image=kitchen_root / frame(3)))
+
+
+def test_sfm_pairs_of_a_method_that_needs_the_map(kitchen_root):
+    """Before structure-from-motion there are no observations: supervlad's pairs come from
+    anyloc on the same backbone, and no index is returned (build-map fits it on the map)."""
+    from pramloc import pairs
+    from pramloc.config import TriangulationConfig
+
+    names = [frame(i) for i in range(0, 48, 6)]
+    items = [RetrievalInput(image=kitchen_root / n, name=n) for n in names]
+    index, p, record = pairs.for_sfm(names, items, TriangulationConfig(pairs="retrieval", retrieval_pairs=2),
+                                     RetrievalConfig(method="supervlad", **SMALL))
+    assert index is None and record["retrieval_method"] == "anyloc" and record["method"].startswith("retrieval")
+    assert (names[0], names[1]) in p  # neighbouring frames are paired
