@@ -118,11 +118,13 @@ def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False,
         features_mod.main(conf.features, scene.image_dir, scene.names, feat_path, workers=workers)
 
     feats = [read_features(feat_path, n) for n in scene.names]
+    items = [retrieval.RetrievalInput(f["descriptors"], f["keypoints"], scene.path(n), n)
+             for f, n in zip(feats, scene.names)]  # what the map's retrieval method reads of each image
     index, sfm_record = None, {}
     if use_sfm:  # the map's retrieval, fitted on every photo first, chooses the pairs to match
         with timed(times, "pairs"):
             index, pair_list, sfm_record["pairs"] = pairs_mod.for_sfm(
-                scene.names, [f["descriptors"] for f in feats], conf.triangulation, conf.retrieval)
+                scene.names, items, conf.triangulation, conf.retrieval)
         logger.info("Image pairs: %(pairs)d of the %(exhaustive_pairs)d possible (%(method)s).", sfm_record["pairs"])
 
     sfm_key = _hash([conf.triangulation.to_dict(), fconf, scene.names, use_sfm,
@@ -160,7 +162,8 @@ def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False,
         scene = _scene_from_sfm(scene, rec)
         keep = [rows[n] for n in scene.names]
         feats = [feats[i] for i in keep]
-        index = index.subset(keep)
+        items = [items[i] for i in keep]
+        index = index.subset(keep) if index is not None else None
     stats = {"model": sfm.model_stats(rec), **sfm_record,
              "exif_cameras": cameras_by_key([scene.path(n) for n in scene.names], [im.camera for im in scene.images])}
     logger.info("Sparse model: %(registered_images)d images, %(points3D)d points, track length "
@@ -175,8 +178,8 @@ def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False,
     stats["landmarks"] = seg.stats
 
     if index is None:
-        with timed(times, "retrieval"):
-            index = retrieval.fit(conf.retrieval, [f["descriptors"] for f in feats])
+        with timed(times, "retrieval"):  # with the map's observations of each image (landmarks, points)
+            index = retrieval.fit(conf.retrieval, retrieval.map_inputs(m, items))
     m.retrieval = index.to_arrays()
 
     staging = mapio.staging_dir(out)

@@ -235,7 +235,7 @@ def export_colmap(map_path, out_dir):
               '(default: from each photo\'s EXIF, else a guess; the focal is then refined).')
 @click.option("--mode", type=click.Choice(["auto", "recognition", "retrieval"]), default="auto", show_default=True,
               help="recognition: match the landmarks the recognizer finds; retrieval: match the map images "
-                   "VLAD retrieves; auto: recognition, and retrieval as well when its pose is weak.")
+                   "the map's retrieval method retrieves; auto: recognition, and retrieval as well when its pose is weak.")
 @click.option("--out", type=click.Path(path_type=Path), help="Results file (name qw qx qy qz tx ty tz).")
 @click.option("--log", "log_path", type=click.Path(path_type=Path), help="JSON-lines log (default: OUT_log.jsonl).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a localization setting (pramloc/config.py).")

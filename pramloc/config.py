@@ -205,11 +205,25 @@ class RecognizerConfig(StageConfig):
 class RetrievalConfig(StageConfig):
     """Global-descriptor retrieval (``pramloc/retrieval/``)."""
 
-    method: str = "vlad"        # registry name (pramloc/retrieval/)
-    num_words: int = 16         # VLAD vocabulary size
-    storage: str = "int8"       # VLAD vector storage: int8 | float16
+    method: str = "vlad"        # registry name (pramloc/retrieval/): vlad (the local descriptors) | anyloc |
+                                # gem | supervlad | landmark-vlad (a dense backbone over the image)
+    num_words: int = 16         # vlad: vocabulary size
+    dense_words: int = 64       # anyloc: vocabulary size (AnyLoc: 32-64; 7-Scenes block R@1 16: 60%, 64: 73%)
+    storage: str = "int8"       # vlad vector storage: int8 | float16 (dense methods: float16)
     top_k: int = 10             # map images retrieved per query
     seed: int = 0
+    backbone: str = "xfeat"     # dense methods: xfeat (64-D, stride 8) | disk (128-D, stride 8) | dinov2 (needs weights)
+    weights: str | None = None  # backbone dinov2: a DINOv2 checkpoint file on disk (never downloaded)
+    max_side: int | None = 640  # dense methods: images resized so that max(W, H) <= max_side
+    dim: int | None = None      # anyloc: PCA to this size (at most the map images - 1; null: none)
+    whiten: bool = True         # ... the PCA components whitened (scaled to unit variance)
+    gem_p: float = 3.0          # gem: the generalized mean's exponent
+    region_dim: int = 128       # landmark-vlad: each region's VLAD projected by PCA to this size
+    clusters: int = 4           # supervlad: clusters (SuperVLAD: few) ...
+    ghost_clusters: int = 1     # ... and ghost clusters (their assignments are dropped)
+    train_steps: int = 300      # supervlad: training steps on the map images (co-visible pairs)
+    device: str = "cpu"         # dense methods: cpu | cuda | auto
+    num_threads: int | None = None  # dense methods on a CPU: torch threads (null: the cores idle when first asked)
 
 
 @dataclass

@@ -5,7 +5,7 @@
                 keypoints against all of its points)
              -> PnP + RANSAC -> refinement by projection, next hypothesis until a
                 confident pose                                           [recognition]
-    features -> VLAD retrieval of map images -> matching against their points
+    features -> retrieval of map images (the map's method) -> matching against their points
              -> PnP + RANSAC -> refinement by projection                 [retrieval]
     auto = recognition, falling back to retrieval when recognition is unsure, registration
     fails, or the pose has fewer than ``confident_inliers`` inliers (then the pose with
@@ -35,6 +35,7 @@ from .intrinsics import SOURCE_GUESS, guess_camera, photo_camera, size_mismatch
 from .mapio import POINTS_ORDER, LandmarkMap, load_map, retrieval_index
 from .matching import match
 from .registration import PoseEstimate, refine_by_projection, solve_pose
+from .retrieval import RetrievalInput
 from .timing import timed_ms as _Timer
 
 MODES = ("recognition", "retrieval", "auto")
@@ -161,6 +162,7 @@ class _Query:
     px: float
     refine_focal: bool
     times_ms: dict[str, float]
+    image: Path | np.ndarray | None = None  # the query image (the dense retrieval methods read it)
 
 
 class Localizer:
@@ -202,6 +204,16 @@ class Localizer:
                 self.recognizer = Recognizer.load(self.map.recognizer_path, device=str(self.device),
                                                   data=read_part(self.map, RECOGNIZER))
         self.index = retrieval_index(self.map) if mode != "recognition" else None
+        self._labeler = self.recognizer  # labels the query's keypoints for a retrieval method that needs them
+        if self.index is not None and "labels" in self.index.needs and self._labeler is None:
+            if self.map.recognizer_path is None:
+                raise PramlocError(f"{self.map.path}: retrieval method {self.index.method!r} needs the map's "
+                                   "recognizer (rebuild without --no-train)")
+            from .mapio import RECOGNIZER, read_part
+            from .recognition import Recognizer
+
+            self._labeler = Recognizer.load(self.map.recognizer_path, device=str(self.device),
+                                            data=read_part(self.map, RECOGNIZER))
         # The cameras of the map images by EXIF camera: a query photo of one gets its intrinsics.
         self.exif_cameras = {k: Camera.from_string(v)
                              for k, v in self.map.manifest.get("stats", {}).get("exif_cameras", {}).items()}
@@ -362,7 +374,12 @@ class Localizer:
 
     def _retrieval_path(self, q: _Query, res: QueryResult) -> _Attempt:
         with _Timer(q.times_ms, "retrieval"):
-            idx, _ = self.index.search(self.index.describe(q.desc_np), self.top_k)
+            query = RetrievalInput(descriptors=q.desc_np, keypoints=q.kps, image=q.image)
+            if "labels" in self.index.needs:  # landmark-vlad: the regions of the recognizer's labels
+                n = min(len(q.kps), self.conf["recognition_keypoints"])
+                query.keypoints = q.kps[:n]
+                query.labels = self._labeler.recognize(q.kps[:n], q.desc_np[:n], q.size).labels
+            idx, _ = self.index.search(self.index.describe(query), self.top_k)
             res.retrieved = [self.map.image_names[i] for i in idx]
             pts = np.unique(np.concatenate([self.map.image_point_ids(i) for i in idx]))
         with _Timer(q.times_ms, "matching"):
@@ -410,7 +427,7 @@ class Localizer:
             # that were downscaled for extraction (e.g. 3072 px photos at max_side 1024).
             px = max(1.0, max(size) / (self.feature_conf.get("max_side") or max(size)))
             q = _Query(kps, torch.from_numpy(desc_np).to(self.device), desc_np, size, camera, px,
-                       res.intrinsics != "given" and not res.intrinsics.startswith(SOURCE_MAP), res.times_ms)
+                       res.intrinsics != "given" and not res.intrinsics.startswith(SOURCE_MAP), res.times_ms, image)
             self._localize(q, res)
         except PramlocError as err:
             res.reason = str(err)

@@ -131,16 +131,27 @@ def _order_key(names: Sequence[str]):
     return lambda p: (pos[p[0]], pos[p[1]])
 
 
-def for_sfm(names: Sequence[str], descriptors: Sequence[np.ndarray], conf, retrieval_conf):
+def for_sfm(names: Sequence[str], items: Sequence, conf, retrieval_conf):
     """The pairs of structure-from-motion from images alone, as ``build-map`` chooses them:
     the map's retrieval (``retrieval_conf``, :mod:`pramloc.retrieval`) fitted on every
-    image's local descriptors (N_i, D), each image described, then :func:`select` with the
+    image (a :class:`~pramloc.retrieval.RetrievalInput`, or its local descriptors (N_i, D)),
+    each image described, then :func:`select` with the
     :class:`~pramloc.config.TriangulationConfig` ``conf`` (``pairs``, ``retrieval_pairs``,
     ``sequential_pairs``). Returns the fitted index (the map keeps it), the pairs and the
-    record of the choice."""
+    record of the choice. A method that needs the map's observations (``landmark-vlad``:
+    landmarks; ``supervlad``: co-visibility) cannot be fitted before structure-from-motion:
+    the pairs then come from ``anyloc`` with the same backbone, and the index returned is
+    None (``build-map`` fits the map's method once the map exists)."""
+    import dataclasses
+
     from . import retrieval
 
-    index = retrieval.fit(retrieval_conf, descriptors)
-    vectors = None if conf.pairs == "exhaustive" else np.stack([index.describe(d) for d in descriptors])
+    items = [retrieval.as_input(i) for i in items]
+    before_sfm = not {"labels", "points"} & set(retrieval.get(retrieval_conf.method).needs)
+    pairs_conf = retrieval_conf if before_sfm else dataclasses.replace(retrieval_conf, method="anyloc")
+    index = retrieval.fit(pairs_conf, items)
+    vectors = None if conf.pairs == "exhaustive" else np.stack([index.describe(i) for i in items])
     pairs, record = select(names, vectors, conf.pairs, conf.retrieval_pairs, conf.sequential_pairs)
-    return index, pairs, record
+    if not before_sfm:
+        record["retrieval_method"] = pairs_conf.method
+    return (index if before_sfm else None), pairs, record

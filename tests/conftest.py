@@ -85,3 +85,17 @@ def kitchen_map(tmp_path_factory, kitchen_root, kitchen_split) -> Path:
                                      "triangulation.num_pairs=5"])
     build.main(conf, load_dataset("7scenes", kitchen_root, kitchen_split), out, train=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def kitchen_map_trained(tmp_path_factory, kitchen_root, kitchen_split) -> Path:
+    """The small real map with a recognizer trained for a few seconds."""
+    from pramloc import build
+    from pramloc.config import load_config
+    from pramloc.datasets import load_dataset
+
+    out = tmp_path_factory.mktemp("maps") / "kitchen_rec"
+    conf = load_config("indoor", ["landmarks.num_landmarks=8", "landmarks.min_points_per_landmark=10",
+                                  "triangulation.num_pairs=5", "recognizer.train_minutes=0.3"])
+    build.main(conf, load_dataset("7scenes", kitchen_root, kitchen_split), out)
+    return out

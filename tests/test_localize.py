@@ -114,19 +114,6 @@ def test_query_errors(kitchen_map, kitchen_root, tmp_path):
     assert res.exit_code == 2 and "format version 0 is not supported" in res.output
 
 
-@pytest.fixture(scope="module")
-def kitchen_map_trained(tmp_path_factory, kitchen_root, kitchen_split):
-    """The small real map with a recognizer trained for a few seconds."""
-    from pramloc import build
-    from pramloc.config import load_config
-
-    out = tmp_path_factory.mktemp("maps") / "kitchen_rec"
-    conf = load_config("indoor", ["landmarks.num_landmarks=8", "landmarks.min_points_per_landmark=10",
-                                  "triangulation.num_pairs=5", "recognizer.train_minutes=0.3"])
-    build.main(conf, load_dataset("7scenes", kitchen_root, kitchen_split), out)
-    return out
-
-
 def test_recognition_and_auto_modes(kitchen_map_trained, queries):
     ims, scene = queries
     rec_loc, auto_loc = Localizer(kitchen_map_trained, "recognition"), Localizer(kitchen_map_trained, "auto")

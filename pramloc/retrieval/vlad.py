@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from ..errors import PramlocError
-from .base import GlobalIndex, register
+from .base import GlobalIndex, RetrievalInput, as_input, register
 
 MAX_KMEANS_DESCRIPTORS = 100_000
 STORAGE_DTYPES = ("float16", "int8")
@@ -126,9 +126,10 @@ class VladIndex(GlobalIndex):
         return cls(vocabulary, vlads, storage)
 
     @classmethod
-    def fit(cls, descriptors: Sequence[np.ndarray], conf) -> "VladIndex":
+    def fit(cls, items: Sequence[RetrievalInput | np.ndarray], conf) -> "VladIndex":
         """Vocabulary of ``conf.num_words`` words (seed ``conf.seed``) on all the map images'
-        descriptors (N_i, D), then their vectors stored as ``conf.storage``."""
+        local descriptors (N_i, D), then their vectors stored as ``conf.storage``."""
+        descriptors = [as_input(i).require("descriptors", "vlad") for i in items]
         vocab = build_vocabulary(descriptors, conf.num_words, seed=conf.seed)
         return cls.build(vocab, descriptors, storage=conf.storage)
 
@@ -140,9 +141,9 @@ class VladIndex(GlobalIndex):
         """Bytes held by the stored vectors (and int8 scales), vocabulary excluded."""
         return self.vectors.nbytes + (self.scales.nbytes if self.scales is not None else 0)
 
-    def describe(self, descriptors: np.ndarray) -> np.ndarray:
-        """The VLAD vector (K * D,) of a query's descriptors (N, D) with this vocabulary."""
-        return vlad(descriptors, self.vocabulary)
+    def describe(self, item: RetrievalInput | np.ndarray) -> np.ndarray:
+        """The VLAD vector (K * D,) of a query's local descriptors (N, D) with this vocabulary."""
+        return vlad(as_input(item).require("descriptors", "vlad"), self.vocabulary)
 
     def scores(self, query_vlad: np.ndarray) -> np.ndarray:
         """Dot products (M,) of one query vector (K * D,) with every map image (or (Q, M))."""
