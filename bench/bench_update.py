@@ -177,7 +177,7 @@ def run(scene: str, reuse: bool, poseless: bool) -> dict:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenes", nargs="+", default=["7scenes-block", "strecha"], choices=["7scenes-block", "strecha"])
+    ap.add_argument("--scenes", nargs="+", default=["strecha", "7scenes-block"], choices=["7scenes-block", "strecha"])
     ap.add_argument("--reuse-ungrown", action="store_true", help="Reuse bench/out/update/<scene>/ungrown if built.")
     ap.add_argument("--no-poseless", action="store_true", help="Skip the update without poses.")
     ap.add_argument("--build-ungrown-only", action="store_true", help="Only build the ungrown maps.")
