@@ -189,3 +189,21 @@ if __name__ == "__main__":
             print(sc, "ungrown build", round(build_map(kind, root, sp, preset, WORK / sc / "ungrown"), 1), "s")
         else:
             run(sc, a.reuse_ungrown, not a.no_poseless)
+
+
+def markdown(report: dict) -> str:
+    """The rows of docs/BENCHMARKS.md's table for one scene's report."""
+    th = list(report["accuracy"]["scratch"]["recall"])
+    lines = [f"| {report['scene']} map | " + " | ".join(th) + " | median cm / deg | failed | build or update s |",
+             "|---|" + "---|" * (len(th) + 3)]
+    labels = {"ungrown": "ungrown (old photos only)", "grown": "grown by update-map (poses given)",
+              "grown_poseless": "grown by update-map (poses registered)", "scratch": "from scratch (all photos)"}
+    for name, acc in report["accuracy"].items():
+        t = (report[name]["update_s"] if name in ("grown", "grown_poseless") else
+             report.get("scratch_build_s") if name == "scratch" else report.get("ungrown_build_s", ""))
+        share = (f" ({100 * report[name]['update_share_of_scratch_build']:.0f}% of scratch)"
+                 if name in ("grown", "grown_poseless") else "")
+        lines.append(f"| {labels[name]} | " + " | ".join(f"{acc['recall'][k]:.1f}" for k in th)
+                     + f" | {acc['median_translation_cm']:.1f} / {acc['median_rotation_deg']:.2f} | {acc['failed']} | "
+                     f"{t}{share} |")
+    return "\n".join(lines)
