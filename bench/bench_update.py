@@ -175,22 +175,6 @@ def run(scene: str, reuse: bool, poseless: bool) -> dict:
     return report
 
 
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenes", nargs="+", default=["strecha", "7scenes-block"], choices=["7scenes-block", "strecha"])
-    ap.add_argument("--reuse-ungrown", action="store_true", help="Reuse bench/out/update/<scene>/ungrown if built.")
-    ap.add_argument("--no-poseless", action="store_true", help="Skip the update without poses.")
-    ap.add_argument("--build-ungrown-only", action="store_true", help="Only build the ungrown maps.")
-    a = ap.parse_args()
-    for sc in a.scenes:
-        if a.build_ungrown_only:
-            kind, root, _, _, preset = SCENES[sc]
-            sp = write_split(WORK / sc / "splits" / "old.txt", splits(sc)["old"])
-            print(sc, "ungrown build", round(build_map(kind, root, sp, preset, WORK / sc / "ungrown"), 1), "s")
-        else:
-            run(sc, a.reuse_ungrown, not a.no_poseless)
-
-
 def markdown(report: dict) -> str:
     """The rows of docs/BENCHMARKS.md's table for one scene's report."""
     th = list(report["accuracy"]["scratch"]["recall"])
@@ -207,3 +191,20 @@ def markdown(report: dict) -> str:
                      + f" | {acc['median_translation_cm']:.1f} / {acc['median_rotation_deg']:.2f} | {acc['failed']} | "
                      f"{t}{share} |")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenes", nargs="+", default=["strecha", "7scenes-block"], choices=["7scenes-block", "strecha"])
+    ap.add_argument("--reuse-ungrown", action="store_true", help="Reuse bench/out/update/<scene>/ungrown if built.")
+    ap.add_argument("--no-poseless", action="store_true", help="Skip the update without poses.")
+    ap.add_argument("--build-ungrown-only", action="store_true", help="Only build the ungrown maps.")
+    a = ap.parse_args()
+    for sc in a.scenes:
+        if a.build_ungrown_only:
+            kind, root, _, _, preset = SCENES[sc]
+            sp = write_split(WORK / sc / "splits" / "old.txt", splits(sc)["old"])
+            print(sc, "ungrown build", round(build_map(kind, root, sp, preset, WORK / sc / "ungrown"), 1), "s")
+        else:
+            run(sc, a.reuse_ungrown, not a.no_poseless)
+
