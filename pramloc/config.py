@@ -251,7 +251,7 @@ class UpdateConfig(StageConfig):
     new_landmark_points: int | None = None  # points per new landmark (null: the median of the map's landmarks)
     finetune: bool = True            # fine-tune the recognizer (off: the map keeps no recognizer)
     steps_per_new_image: float = 6.0  # fine-tuning steps per new photo (each batch also replays old photos)
-    min_steps: int = 150             # ... at least
+    min_steps: int = 50              # ... at least
     max_steps: int | None = None     # ... at most (null: no cap)
     new_share: float = 0.5           # share of each fine-tuning batch drawn from the new photos (rest: old ones)
     lr: float = 1e-3                 # fine-tuning learning rate (a full training's: 3e-3)
