@@ -195,6 +195,9 @@ def main(map_path: Path, scene: Scene, conf: UpdateConfig | dict | None = None, 
     if not new:
         logger.info("%s: every photo given is in the map already; nothing to do.", map_path)
         return result
+    missing = next((im.name for im in new if not scene.path(im.name).is_file()), None)
+    if missing is not None:  # before anything is written
+        raise PramlocError(f"{scene.path(missing)}: image not found")
     pconf = PipelineConfig.from_dict(manifest.get("config", {}))
     fconf = FeatureConfig.from_dict(manifest["feature"], "features")
     tconf = pconf.triangulation

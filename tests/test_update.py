@@ -195,5 +195,5 @@ def test_bad_update_input_is_one_error(base_map, tmp_path):
     scene = Scene(tmp_path, [ImageRecord("missing.jpg")])
     with pytest.raises(PramlocError) as e:
         update.main(path, scene, UPDATE)
-    assert "missing.jpg" in str(e.value) and "\n" not in str(e.value)
+    assert "missing.jpg: image not found" in str(e.value) and "\n" not in str(e.value)
     assert _digest(path) == digest
