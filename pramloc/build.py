@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -199,6 +200,10 @@ def main(conf: PipelineConfig, scene: Scene, out: Path, overwrite: bool = False,
                     conf.recognizer, supervision.training_images(feats, scene.names, sup),
                     m.num_landmarks, staging / mapio.RECOGNIZER, device=device, descriptor_spec=m.descriptor_spec)
         extra.update(timings={k: round(v, 3) for k, v in times.items()}, peak_memory_mb=peak_memory_mb())
+        # The map's versions (``update-map`` appends one per update): this build is the first.
+        extra["history"] = [{"version": 1, "kind": "build", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                             "images": len(m.image_names), "points": int(len(m.xyz)),
+                             "landmarks": int(m.num_landmarks), "seconds": round(sum(times.values()), 1)}]
         manifest = mapio.write_manifest(staging, m, extra)
         mapio.commit(staging, out, overwrite)
     except BaseException:

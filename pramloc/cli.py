@@ -134,6 +134,54 @@ def build_map(dataset, root, images, colmap_model, split, out, preset, overrides
                "build of this map; delete the folder to reclaim the space)")
 
 
+@main.command("update-map", short_help="Add new photos to a map (no rebuild).")
+@click.argument("map_path", type=click.Path(path_type=Path))
+@click.option("--dataset", type=DATASETS, help="New photos from a dataset in its native layout (with their poses).")
+@click.option("--root", type=click.Path(path_type=Path), help="Dataset root (with --dataset).")
+@click.option("--images", type=click.Path(path_type=Path),
+              help="Folder of the new photos (with --colmap for known poses; alone: registered against the map).")
+@click.option("--colmap", "colmap_model", type=click.Path(path_type=Path),
+              help="COLMAP model (text or binary) with the new photos' trusted poses, in the map's frame.")
+@click.option("--split", type=click.Path(path_type=Path), help="File listing the new photos (names relative to the root).")
+@click.option("--no-poses", is_flag=True, help="Ignore the poses the dataset or model gives: register the photos "
+              "against the map (pramloc's localizer, then bundle adjustment with the map's poses fixed).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override an update setting (pramloc/config.py UpdateConfig, e.g. steps_per_new_image=6).")
+@click.option("--device", default=None, help="Fine-tuning device (cpu, cuda; default: cpu).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes for feature extraction and pair matching.  [default: the number of cores]")
+@handle_errors
+def update_map(map_path, dataset, root, images, colmap_model, split, no_poses, overrides, device, workers):
+    """Grow the map at MAP_PATH with new photos: photos it already holds are skipped, new
+    points are triangulated (the map's poses and points kept), landmarks extended (their ids
+    never change), the retrieval index extended and the recognizer fine-tuned. The new
+    version replaces the old one atomically only when complete; `pramloc info` lists the
+    versions."""
+    from . import update
+    from .config import update_config
+    from .parallel import num_cores
+
+    if dataset:
+        scene = datasets.load_dataset(dataset, root, split)
+    elif images is not None:
+        scene = (datasets.load_colmap(images, colmap_model, split) if colmap_model
+                 else datasets.load_images(images, split))
+    else:
+        raise PramlocError("give --dataset with --root, or --images (with --colmap for known poses)")
+    r = update.main(map_path, scene, update_config(list(overrides)), device=device, workers=workers or num_cores(),
+                    use_poses=not no_poses)
+    for name, why in r["unregistered"].items():
+        click.echo(f"not added: {name}: {why}")
+    if not r["changed"]:
+        click.echo(f"map {map_path}: nothing new (every photo given is in the map); version {r['version']} unchanged")
+        return
+    c = r["manifest"]["counts"]
+    click.echo(f"map {map_path}: version {r['version']}, {len(r['images_added'])} photo(s) added, "
+               f"{r['points_added']} new points, {r['landmarks_added']} new landmarks")
+    click.echo(f"images {c['images']}, points {c['points']}, landmarks {c['landmarks']}; stages: "
+               + ", ".join(f"{k} {v:.1f}s" for k, v in r["timings"].items()))
+
+
 @main.command(short_help="Summary of a map.")
 @click.argument("map_path", type=click.Path(path_type=Path))
 @handle_errors
@@ -165,6 +213,15 @@ def info(map_path):
         click.echo(f"camera {g['key'] or '(no EXIF camera)'}: {g['images']} photo(s), focal from {g['source']}")
     for u in stats.get("unregistered", []):
         click.echo(f"not registered: {u['name']}: {u['reason']}")
+    from .update import history
+
+    for h in history(man):
+        what = (f"built, {h.get('images')} photos" if h.get("kind") == "build" else
+                f"update, {h.get('images_added')} photo(s) added ({h.get('poses')} poses; "
+                f"{len(h.get('unregistered', []))} not registered), {h.get('points_added')} new points, "
+                f"{h.get('landmarks_added')} new landmarks")
+        click.echo(f"version {h.get('version')}: {h.get('created')}: {what}"
+                   + (f" ({h['seconds']:.0f} s)" if isinstance(h.get("seconds"), (int, float)) else ""))
     rec = man.get("recognizer")
     click.echo("recognizer: " + (", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                             for k, v in rec.items() if not isinstance(v, (dict, list)))

@@ -7,7 +7,8 @@ error naming the key and the closest valid one.
 
 - :class:`PipelineConfig` (``build-map``): sections ``features``, ``triangulation``,
   ``landmarks``, ``recognizer``, ``retrieval``;
-- :class:`LocalizationConfig` (``localize``): section ``localization``.
+- :class:`LocalizationConfig` (``localize``): section ``localization``;
+- :class:`UpdateConfig` (``update-map``): section ``update``.
 """
 
 from __future__ import annotations
@@ -251,6 +252,36 @@ class LocalizationConfig(StageConfig):
     refine_radius: float = 20.0     # px, search radius of the matching by projection
     covisible_images: int = 10      # map images (most co-visible with the first inliers) whose points the refinement matches
     seed: int = 0
+
+
+@dataclass
+class UpdateConfig(StageConfig):
+    """Growing a map with new photos (``pramloc/update.py``); the map's own build config
+    (its manifest's) rules features, triangulation and landmarks."""
+
+    num_pairs: int = 20              # map images (and other new photos) matched with each new photo, nearest by pose
+    landmark_margin: float = 1.2     # a new point joins its nearest landmark when it lies within this factor of the
+                                     # landmark's extent (the 95th percentile distance of its points to its centre)
+    new_landmark_points: int | None = None  # points per new landmark (null: the median of the map's landmarks)
+    finetune: bool = True            # fine-tune the recognizer (off: the map keeps no recognizer)
+    steps_per_new_image: float = 6.0  # fine-tuning steps per new photo (each batch also replays old photos)
+    min_steps: int = 50              # ... at least
+    max_steps: int | None = None     # ... at most (null: no cap)
+    new_share: float = 0.5           # share of each fine-tuning batch drawn from the new photos (rest: old ones)
+    lr: float = 1e-3                 # fine-tuning learning rate (a full training's: 3e-3)
+    warmup_steps: int = 20
+    patience: int | None = 300       # steps without improvement of the validation accuracy before stopping
+    min_inliers: int = 50            # photos without poses: PnP inliers of the localization that registers one
+    seed: int = 0
+
+
+def update_config(overrides: dict | list[str] | None = None) -> UpdateConfig:
+    """:class:`UpdateConfig` from ``key=value`` (or ``update.key=value``) strings or a dict."""
+    if isinstance(overrides, (list, tuple)):
+        overrides = parse_overrides(overrides)
+    overrides = dict(overrides or {})
+    nested = overrides.pop("update", {})
+    return UpdateConfig.from_dict(deep_merge(overrides, nested) if isinstance(nested, dict) else nested, "update")
 
 
 SECTIONS: dict[str, type[StageConfig]] = {

@@ -298,6 +298,20 @@ def triangulate(scene: Scene, features: Path, work_dir: Path, conf: Triangulatio
                            workers=workers)
     rec = known_pose_model(scene.names, [im.camera for im in scene.images], [im.pose for im in scene.images],
                            [read_features(features, n)["keypoints"] for n in scene.names])
+    logger.info("Triangulating with known poses (pycolmap).")
+    return triangulate_matches(rec, scene, features, matches, work_dir, conf, clear_points=True)
+
+
+def triangulate_matches(rec: pycolmap.Reconstruction, scene: Scene, features: Path,
+                        matches: dict[tuple[str, str], np.ndarray], work_dir: Path, conf: TriangulationConfig,
+                        clear_points: bool = True) -> pycolmap.Reconstruction:
+    """pycolmap's point triangulation from ``matches`` ((a, b) -> (K, 2) keypoint indices,
+    verified) between the posed images of ``rec`` (image ``i + 1`` = ``scene.names[i]``, its
+    2D points the features file's keypoints); poses and intrinsics stay fixed. With
+    ``clear_points`` False the points of ``rec`` are kept: matches of keypoints that observe
+    one extend its track, the others make new points (``update-map``)."""
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
     db_path = work_dir / "database.db"
     _write_database(db_path, scene, features, rec)
     ids = {n: i for i, n in enumerate(scene.names, 1)}
@@ -315,9 +329,8 @@ def triangulate(scene: Scene, features: Path, work_dir: Path, conf: Triangulatio
     opts.mapper.filter_max_reproj_error = conf.max_reproj_error
     out = work_dir / "triangulated"
     out.mkdir(exist_ok=True)
-    logger.info("Triangulating with known poses (pycolmap).")
     rec = pycolmap.triangulate_points(rec, str(db_path), str(scene.image_dir), str(out),
-                                      clear_points=True, options=opts, refine_intrinsics=False)
+                                      clear_points=clear_points, options=opts, refine_intrinsics=False)
     db_path.unlink()
     return rec
 

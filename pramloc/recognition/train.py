@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from .. import logger
 from ..config import RecognizerConfig, deep_merge
+from ..errors import PramlocError
 from ..features.base import DescriptorSpec
 from ..progress import track
 from .data import (IGNORE_INDEX, TrainingImage, augmented_view, check_training_images, collate, infer_spec, plain_view,
@@ -386,3 +387,111 @@ def step_budget(conf: RecognizerConfig, num_train: int, steps_per_epoch: int) ->
 
 def _fmt(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+# --- fine-tuning of a map's recognizer after ``update-map`` ---------------------------------
+
+
+def grown_state(old: dict[str, torch.Tensor], new: dict[str, torch.Tensor], num_old: int) -> dict[str, torch.Tensor]:
+    """The state of a recognizer over more landmarks: every weight of the ``old`` model (its
+    ``num_old`` landmarks keep their ids, so their output rows: row ``l + 1`` of the
+    classifier, row ``l`` of the visibility head); the rows of the landmarks added after
+    them start from the mean of the old landmarks' rows plus the fresh initialisation of
+    ``new`` (the larger model, built at random), which tells them apart."""
+    out = {}
+    for k, v in new.items():
+        o = old[k].to(v.dtype)
+        if o.shape == v.shape:
+            out[k] = o.clone()
+        elif o.shape[1:] == v.shape[1:] and o.shape[0] < v.shape[0]:  # output rows (and biases) of the landmarks
+            out[k] = torch.cat([o, o[-num_old:].mean(0, keepdim=True) + v[o.shape[0]:]])
+        else:
+            raise PramlocError(f"recognizer weight {k}: {tuple(o.shape)} cannot grow into {tuple(v.shape)}")
+    return out
+
+
+class FineTuner(Trainer):
+    """A :class:`Trainer` that starts from a trained model and draws each batch partly from
+    the ``new`` training images (``new_share`` of it), the rest from the old ones (replay:
+    what the model knew is not forgotten)."""
+
+    def __init__(self, *args, new: set[str], new_share: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.new_idx = np.array([i for i, im in enumerate(self.train) if im.name in new], np.int64)
+        self.old_idx = np.setdiff1d(np.arange(len(self.train)), self.new_idx)
+        self.new_share = float(new_share)
+
+    def load_grown(self, old_model: torch.nn.Module, num_old: int) -> None:
+        self.model.load_state_dict(grown_state(old_model.state_dict(), self.model.state_dict(), num_old))
+
+    def batches(self) -> list[np.ndarray]:
+        """One epoch's batches: ``new_share`` of each from the new images, the rest from the old."""
+        out = []
+        k_new = int(round(self.batch_size * self.new_share)) if len(self.old_idx) else self.batch_size
+        k_new = min(k_new, self.batch_size) if len(self.new_idx) else 0
+        for _ in range(self.steps_per_epoch):
+            parts = []
+            if k_new:
+                parts.append(self.rng.choice(self.new_idx, k_new, replace=len(self.new_idx) < k_new))
+            if self.batch_size - k_new:
+                parts.append(self.rng.choice(self.old_idx, self.batch_size - k_new,
+                                             replace=len(self.old_idx) < self.batch_size - k_new))
+            out.append(np.concatenate(parts))
+        return out
+
+    def train_epoch(self) -> dict:
+        losses = []
+        for batch in self.batches():
+            losses.append(self.train_step(batch))
+            if time.perf_counter() - self.t0 > self.time_limit:
+                break
+        self.epoch += 1
+        record = {"epoch": self.epoch, "step": self.step, "train_loss": float(np.mean(losses))}
+        if self.step // int(self.conf.val_every) > (self.step - len(losses)) // int(self.conf.val_every):
+            self.validate(record)
+        self.history.append(record)
+        return record
+
+
+def finetune(conf: RecognizerConfig, train_images: list[TrainingImage], num_landmarks: int, checkpoint: bytes,
+             out_path: Path, new: set[str], steps: int, new_share: float = 0.5, device: str | None = None,
+             descriptor_spec: DescriptorSpec | None = None, checkpoint_name: str = "recognizer.pt") -> dict:
+    """Fine-tune a map's recognizer (``checkpoint``: its bytes) on ``train_images`` labelled
+    over ``num_landmarks`` landmarks (those of the checkpoint first, with the same ids; the
+    new ones get new output rows) for ``steps`` steps, batches drawn ``new_share`` from the
+    images named in ``new`` and the rest from the others. ``conf``: the training settings
+    (learning rate, warm-up, patience, validation; its model size is the checkpoint's).
+    Writes the checkpoint to ``out_path``; returns the metrics (as :func:`main`, plus
+    ``finetuned_from_landmarks``)."""
+    from .model import Recognizer
+
+    old = Recognizer.load(Path(checkpoint_name), device="cpu", data=checkpoint).model
+    num_old = int(old.conf["num_landmarks"])
+    if num_landmarks < num_old:
+        raise PramlocError(f"{checkpoint_name}: the recognizer knows {num_old} landmarks, the map only {num_landmarks}")
+    values = {**conf.to_dict(), **{k: old.conf[k] for k in MODEL_KEYS}, "epochs": None, "steps_per_image": 0.0,
+              "min_steps": int(steps)}
+    conf = RecognizerConfig.from_dict(values, "recognizer")
+    dev = resolve_device(device if device is not None else conf.device)
+    dim = check_training_images(train_images, num_landmarks)
+    if dim != old.conf["descriptor_dim"]:
+        raise PramlocError(f"{checkpoint_name}: the recognizer takes {old.conf['descriptor_dim']}-D descriptors, "
+                           f"the new photos' features are {dim}-D")
+    train_images = [im for im in train_images if len(im)]
+    t0 = time.perf_counter()
+    with torch_settings(dev, conf.num_threads):
+        train, val = split_train_val(train_images, conf.val_fraction, conf.seed)
+        trainer = FineTuner(conf, train, val, num_landmarks, dim, dev, t0, descriptor_spec, new=set(new),
+                            new_share=new_share)
+        trainer.load_grown(old, num_old)
+        num_threads = torch.get_num_threads()
+        logger.info("Fine-tuning the landmark recognizer (%d -> %d landmarks) on %d map images (%d new, +%d for "
+                    "validation), %s (%d threads); %s.", num_old, num_landmarks, len(train), len(trainer.new_idx),
+                    len(val), dev, num_threads, trainer.end_condition())
+        out = trainer.metrics(trainer.run(), num_threads)
+    out["finetuned_from_landmarks"] = num_old
+    save_checkpoint(trainer.model, out_path, out)
+    logger.info("Recognizer fine-tuned: stopped by %s after %d of %d steps (%.0f s): on the validation images, "
+                "keypoint accuracy %s, dominant landmark in the top 3 %s.", out["stop_reason"], out["steps"],
+                out["step_budget"], out["seconds"], _fmt(out["val_keypoint_accuracy"]), _fmt(out["val_recall_at_3"]))
+    return out

@@ -107,6 +107,13 @@ class GlobalIndex(ABC):
         """The index of map images ``rows`` only (in that order), with the same vocabulary or
         model: the map images a structure-from-motion registered of those it was fitted on."""
 
+    def extend(self, descriptors: Sequence[np.ndarray]) -> "GlobalIndex":
+        """The index with rows for more map images appended (their local descriptors
+        (N_i, D) each), with the same vocabulary or model: a map grown by ``update-map``."""
+        from ..errors import PramlocError
+
+        raise PramlocError(f"retrieval method {self.method!r} cannot add images to an index")
+
     @abstractmethod
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Arrays to store in the map file; :meth:`from_arrays` reads them back."""

@@ -175,6 +175,16 @@ class VladIndex(GlobalIndex):
         index.scales = None if self.scales is None else np.asarray(self.scales[rows])
         return index
 
+    def extend(self, descriptors: Sequence[np.ndarray]) -> "VladIndex":
+        """This index with the VLAD vectors of more map images (N_i, D each) appended, on the
+        same vocabulary (rows already stored are kept as they are)."""
+        added = VladIndex.build(self.vocabulary, descriptors, self.storage)
+        index = VladIndex.__new__(VladIndex)
+        index.vocabulary, index.storage = self.vocabulary, self.storage
+        index.vectors = np.concatenate([np.asarray(self.vectors), added.vectors])
+        index.scales = None if self.scales is None else np.concatenate([np.asarray(self.scales), added.scales])
+        return index
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Arrays to store in a map file (HDF5/npz); :meth:`from_arrays` reads them back."""
         out = {"vocabulary": self.vocabulary, "vectors": self.vectors}
