@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DATA, OUT, RESULTS, SCENES, stamp  # noqa: E402
+from common import DATA, OUT, RESULTS, SCENES, localize_in_turn, stamp  # noqa: E402
 
 SOUTH = DATA / "south_building"
 ALL_SCENES = {**SCENES, "south-building": ("colmap", SOUTH, None, SOUTH / "splits/query.txt", "outdoor")}
@@ -266,17 +266,9 @@ def localize_with(map_dir: Path, queries, indexes: dict) -> dict:
                 from pramloc.recognition import Recognizer
 
                 locs[name]._labeler = Recognizer.load(locs[name].map.recognizer_path)
-    im0 = queries.images[0]
-    for loc in locs.values():  # warm-up, not timed
-        loc.localize(queries.path(im0.name), im0.camera, im0.name)
-    poses = {k: {} for k in locs}
-    times = {k: [] for k in locs}
-    for im in queries.images:
-        for k, loc in locs.items():
-            r = loc.localize(queries.path(im.name), im.camera, im.name)
-            times[k].append(sum(r.times_ms.values()))
-            if r.pose is not None:
-                poses[k][im.name] = r.pose
+    results = localize_in_turn(locs, queries)
+    poses = {k: {r.name: r.pose for r in rs if r.pose is not None} for k, rs in results.items()}
+    times = {k: [sum(r.times_ms.values()) for r in rs] for k, rs in results.items()}
     gt = {im.name: im.pose for im in queries.images}
     out = {}
     for k in locs:

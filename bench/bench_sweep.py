@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import OUT, RESULTS, SCENES, stamp  # noqa: E402
+from common import OUT, RESULTS, SCENES, localize_in_turn, stamp  # noqa: E402
 
 # What issue 27 tried to make the recognition path cheaper (2026-12-06): fewer keypoints matched
 # or labelled, fewer co-visible images in the refinement, one hypothesis.
@@ -42,17 +42,9 @@ def run(scene: str, map_dir: Path, variants: dict[str, dict]) -> dict:
     for name, settings in variants.items():
         settings = dict(settings)
         locs[name] = Localizer(map_dir, settings.pop("mode", "recognition"), settings)
-    im0 = queries.images[0]
-    for loc in locs.values():  # warm-up, not timed
-        loc.localize(queries.path(im0.name), im0.camera, im0.name)
-    poses = {n: {} for n in locs}
-    times = {n: [] for n in locs}
-    for im in queries.images:
-        for n, loc in locs.items():
-            r = loc.localize(queries.path(im.name), im.camera, im.name)
-            if r.pose is not None:
-                poses[n][im.name] = r.pose
-            times[n].append(r.times_ms)
+    results = localize_in_turn(locs, queries)
+    poses = {n: {r.name: r.pose for r in rs if r.pose is not None} for n, rs in results.items()}
+    times = {n: [r.times_ms for r in rs] for n, rs in results.items()}
     report = {**stamp(), "scene": scene, "map": str(map_dir), "queries": len(queries.images), "variants": {}}
     for n in locs:
         ev = evaluate(poses[n], gt)

@@ -69,3 +69,17 @@ def map_held_poses(scene: str) -> dict:
 
     path = map_held_path(scene)
     return read_poses(path) if path.exists() else {}
+
+
+def localize_in_turn(locs: dict, queries) -> dict[str, list]:
+    """Every query of the dataset ``queries`` localized by each localizer of ``locs`` in turn
+    (query by query: the same machine load for all), after one warm-up query each (not kept).
+    Returns name -> the :class:`pramloc.localize.QueryResult` of every query, in order."""
+    im0 = queries.images[0]
+    for loc in locs.values():  # first calls pay for lazy initialisation
+        loc.localize(queries.path(im0.name), im0.camera, im0.name)
+    results = {name: [] for name in locs}
+    for im in queries.images:
+        for name, loc in locs.items():
+            results[name].append(loc.localize(queries.path(im.name), im.camera, im.name))
+    return results

@@ -246,12 +246,16 @@ class Trainer:
         self.step += 1
         return loss.item()
 
-    def train_epoch(self) -> dict:
-        """One pass over the training images (cut short at the time limit)."""
+    def batches(self) -> list[np.ndarray]:
+        """One epoch's batches: the training images in a random order."""
         order = self.rng.permutation(len(self.train))
+        return [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+
+    def train_epoch(self) -> dict:
+        """One epoch of :meth:`batches` (cut short at the time limit)."""
         losses = []
-        for start in range(0, len(order), self.batch_size):
-            losses.append(self.train_step(order[start:start + self.batch_size]))
+        for batch in self.batches():
+            losses.append(self.train_step(batch))
             if time.perf_counter() - self.t0 > self.time_limit:
                 break
         self.epoch += 1
@@ -438,19 +442,6 @@ class FineTuner(Trainer):
                                              replace=len(self.old_idx) < self.batch_size - k_new))
             out.append(np.concatenate(parts))
         return out
-
-    def train_epoch(self) -> dict:
-        losses = []
-        for batch in self.batches():
-            losses.append(self.train_step(batch))
-            if time.perf_counter() - self.t0 > self.time_limit:
-                break
-        self.epoch += 1
-        record = {"epoch": self.epoch, "step": self.step, "train_loss": float(np.mean(losses))}
-        if self.step // int(self.conf.val_every) > (self.step - len(losses)) // int(self.conf.val_every):
-            self.validate(record)
-        self.history.append(record)
-        return record
 
 
 def finetune(conf: RecognizerConfig, train_images: list[TrainingImage], num_landmarks: int, checkpoint: bytes,
