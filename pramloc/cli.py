@@ -159,8 +159,10 @@ def update_map(map_path, dataset, root, images, colmap_model, split, no_poses, o
     versions."""
     from . import update
     from .config import update_config
+    from .mapio import load_map
     from .parallel import num_cores
 
+    load_map(map_path, lazy=True)  # a missing or broken map is said before the new photos are read
     if dataset:
         scene = datasets.load_dataset(dataset, root, split)
     elif images is not None:

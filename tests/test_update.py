@@ -197,3 +197,15 @@ def test_bad_update_input_is_one_error(base_map, tmp_path):
         update.main(path, scene, UPDATE)
     assert "missing.jpg: image not found" in str(e.value) and "\n" not in str(e.value)
     assert _digest(path) == digest
+
+
+def test_cli_missing_map_is_said_before_the_photos_are_read(kitchen_root, tmp_path):
+    """A map that is not there is the one error, before the new photos' folder is listed."""
+    from click.testing import CliRunner
+
+    from pramloc.cli import main
+
+    (tmp_path / "photos").mkdir()
+    res = CliRunner().invoke(main, ["update-map", str(tmp_path / "nomap"), "--images", str(tmp_path / "photos")])
+    assert res.exit_code == 2 and res.output.strip().endswith("map folder not found"), res.output
+    assert len(res.output.strip().splitlines()) == 1
