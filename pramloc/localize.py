@@ -2,11 +2,12 @@
 
     features -> recognition (keypoint labels and votes, landmarks ranked by predicted visibility)
              -> hypotheses: groups of landmarks, each matched as one region (the strongest
-                keypoints against all of its points)
-             -> PnP + RANSAC -> refinement by projection, next hypothesis until a
-                confident pose                                           [recognition]
+                keypoints against the most observed points of each landmark)
+             -> PnP + LO-RANSAC -> refinement by projection, next hypothesis until a
+                confident pose (none gave a pose: the first group once more, with every
+                point of its landmarks)                                  [recognition]
     features -> retrieval of map images (the map's method) -> matching against their points
-             -> PnP + RANSAC -> refinement by projection                 [retrieval]
+             -> PnP + LO-RANSAC -> refinement by projection              [retrieval]
     auto = recognition, falling back to retrieval when recognition is unsure, registration
     fails, or the pose has fewer than ``confident_inliers`` inliers (then the pose with
     more inliers wins).
