@@ -209,3 +209,40 @@ def test_cli_missing_map_is_said_before_the_photos_are_read(kitchen_root, tmp_pa
     res = CliRunner().invoke(main, ["update-map", str(tmp_path / "nomap"), "--images", str(tmp_path / "photos")])
     assert res.exit_code == 2 and res.output.strip().endswith("map folder not found"), res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_another_process_holding_the_old_version_answers_the_same(base_map, kitchen_root, splits, tmp_path):
+    """A localizing process started before the update (the map memory-mapped, as in `pramloc
+    localize` and `pramloc serve`) answers a query the same before and after the map it loaded
+    is replaced."""
+    import sys
+
+    path = _copy(base_map, tmp_path / "map")
+    q = load_dataset("7scenes", kitchen_root, splits["query"]).images[0]
+    script = (
+        "import sys\n"
+        "from pramloc import runtime\nruntime.configure()\n"
+        "from pramloc.geometry import Camera\nfrom pramloc.localize import Localizer\n"
+        f"loc = Localizer({str(path)!r})\n"
+        f"cam = Camera.from_string({q.camera.to_string()!r})\n"
+        "for _ in range(2):\n"
+        f"    r = loc.localize({str(kitchen_root / q.name)!r}, cam, 'q')\n"
+        "    print(r.lines()[0].strip(), r.num_inliers, len(loc.map.image_names), flush=True)\n"
+        "    sys.stdin.readline()\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env=ENV)
+    try:
+        before = proc.stdout.readline().split()
+        assert before and before[0] == "q", before
+        result = update.main(path, load_dataset("7scenes", kitchen_root, splits["new"]), UPDATE)
+        assert result["changed"]
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        after = proc.stdout.readline().split()
+        assert after == before  # same pose, inliers and map images: the old version it holds
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    assert len(mapio.load_map(path).image_names) == int(before[-1]) + 8  # the new version on disk
