@@ -46,7 +46,6 @@ MAX_FACING_DEG = 60.0
 CELL = 16              # px, depth-buffer cells (a 640x480 image: 40 x 30)
 DEPTH_TOLERANCE = 0.1  # a point up to 10% deeper than its cells' nearest is not hidden
 RECALL_AT = (1, 5, 10)
-RECOGNITION_KEYPOINTS = 512  # as localize (localization.recognition_keypoints)
 DEFAULT_METHODS = ["vlad", "gem:xfeat", "anyloc:xfeat", "supervlad:xfeat", "landmark-vlad:xfeat",
                    "gem:disk", "anyloc:disk", "supervlad:disk", "landmark-vlad:disk"]
 
@@ -156,12 +155,14 @@ def method_conf(spec: str, base):
 
 def run(scene: str, methods: list[str], maps: Path, localize: list[str] | None, overrides: list[str]) -> dict:
     from pramloc import retrieval
-    from pramloc.config import RetrievalConfig, parse_overrides
+    from pramloc.config import LocalizationConfig, RetrievalConfig, parse_overrides
     from pramloc.features import extract_path
     from pramloc.mapio import load_map, retrieval_index
     from pramloc.recognition import Recognizer
     from pramloc.retrieval import RetrievalInput, map_inputs
     from pramloc.retrieval.backbones import dense_features
+
+    n_rec = LocalizationConfig().recognition_keypoints  # as localize: the recognizer's strongest keypoints
 
     map_dir = maps / MAP_DIRS.get(scene, Path("maps") / scene)
     m = load_map(map_dir)
@@ -188,7 +189,7 @@ def run(scene: str, methods: list[str], maps: Path, localize: list[str] | None, 
         item = RetrievalInput(f["descriptors"], f["keypoints"], queries.path(im.name), im.name,
                               memo={"features": f})
         if recognizer is not None:  # landmark-vlad's regions: the recognizer's labels, as localize gives them
-            n = min(len(f["keypoints"]), RECOGNITION_KEYPOINTS)
+            n = min(len(f["keypoints"]), n_rec)
             item.keypoints = f["keypoints"][:n]
             item.labels = recognizer.recognize(f["keypoints"][:n], f["descriptors"][:n], tuple(f["image_size"])).labels
         q_items.append(item)
@@ -234,7 +235,7 @@ def run(scene: str, methods: list[str], maps: Path, localize: list[str] | None, 
         print(f"  {spec:16s} {r} {report['methods'][spec]['ms_per_image']} ms/image "
               f"{report['methods'][spec]['bytes_per_image']} B/image fit {report['methods'][spec]['fit_s']} s")
     if recognizer is not None:
-        ranked, ms = zip(*(landmark_ranking(m, recognizer, it.memo["features"], RECOGNITION_KEYPOINTS)
+        ranked, ms = zip(*(landmark_ranking(m, recognizer, it.memo["features"], n_rec)
                            for it in q_items))
         r = recall(list(ranked), pos)
         report["methods"]["landmarks (recognizer)"] = {

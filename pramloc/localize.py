@@ -164,6 +164,7 @@ class _Query:
     refine_focal: bool
     times_ms: dict[str, float]
     image: Path | np.ndarray | None = None  # the query image (the dense retrieval methods read it)
+    recognition: object = None  # the recognizer's result on it, once computed (Localizer._recognize)
 
 
 class Localizer:
@@ -189,32 +190,28 @@ class Localizer:
         self.top_k = RetrievalConfig.of(mconf.get("retrieval"), "retrieval").top_k
         self.mode = mode
         self.device = torch.device(device or "cpu")
-        self.recognizer = None
-        if mode != "retrieval":
+        self.index = retrieval_index(self.map) if mode != "recognition" else None
+        needs_labels = self.index is not None and "labels" in self.index.needs
+        # The map's recognizer, loaded once: the recognition path's, and the labeller of the
+        # query's keypoints for a retrieval method that reads labels (landmark-vlad).
+        self._labeler = None
+        if mode != "retrieval" or needs_labels:
             if self.map.recognizer_path is None:
                 if mode == "recognition":
                     raise PramlocError(f"{self.map.path}: map has no recognizer (rebuild without --no-train, "
                                        "or use --mode retrieval)")
+                if needs_labels:
+                    raise PramlocError(f"{self.map.path}: retrieval method {self.index.method!r} needs the map's "
+                                       "recognizer (rebuild without --no-train)")
                 logger.warning("%s: map has no recognizer; every query takes the retrieval path.", self.map.path)
             else:
+                from .mapio import RECOGNIZER, read_part
                 from .recognition import Recognizer
 
-                from .mapio import RECOGNIZER, read_part
-
                 # Read through the manifest the map was loaded with: never a newer map's model.
-                self.recognizer = Recognizer.load(self.map.recognizer_path, device=str(self.device),
-                                                  data=read_part(self.map, RECOGNIZER))
-        self.index = retrieval_index(self.map) if mode != "recognition" else None
-        self._labeler = self.recognizer  # labels the query's keypoints for a retrieval method that needs them
-        if self.index is not None and "labels" in self.index.needs and self._labeler is None:
-            if self.map.recognizer_path is None:
-                raise PramlocError(f"{self.map.path}: retrieval method {self.index.method!r} needs the map's "
-                                   "recognizer (rebuild without --no-train)")
-            from .mapio import RECOGNIZER, read_part
-            from .recognition import Recognizer
-
-            self._labeler = Recognizer.load(self.map.recognizer_path, device=str(self.device),
-                                            data=read_part(self.map, RECOGNIZER))
+                self._labeler = Recognizer.load(self.map.recognizer_path, device=str(self.device),
+                                                data=read_part(self.map, RECOGNIZER))
+        self.recognizer = self._labeler if mode != "retrieval" else None
         # The cameras of the map images by EXIF camera: a query photo of one gets its intrinsics.
         self.exif_cameras = {k: Camera.from_string(v)
                              for k, v in self.map.manifest.get("stats", {}).get("exif_cameras", {}).items()}
@@ -301,10 +298,7 @@ class Localizer:
     def _recognition_path(self, q: _Query, res: QueryResult) -> _Attempt:
         c = self.conf
         with _Timer(q.times_ms, "recognition"):
-            # The strongest keypoints only (features are sorted by score): attention cost
-            # grows with the square of their number.
-            n = min(len(q.kps), c["recognition_keypoints"])
-            rec = self.recognizer.recognize(q.kps[:n], q.desc_np[:n], q.size)
+            rec = self._recognize(q)
             ranked = rec.ranked()
         res.landmarks = ranked[: c["max_landmarks"]].tolist()
         k = self._group_size(rec, ranked)
@@ -343,6 +337,16 @@ class Localizer:
             best.note = f"recognition ({len(tried)} landmarks): {best.note}"
         return best
 
+    def _recognize(self, q: _Query):
+        """The recognizer's result on the query's strongest ``recognition_keypoints`` keypoints
+        (features are sorted by score; attention cost grows with the square of their number),
+        computed once per query: the recognition path and a retrieval method that reads
+        keypoint labels share it."""
+        if q.recognition is None:
+            n = min(len(q.kps), self.conf["recognition_keypoints"])
+            q.recognition = self._labeler.recognize(q.kps[:n], q.desc_np[:n], q.size)
+        return q.recognition
+
     def _group_size(self, rec, ranked: np.ndarray) -> int:
         """Landmarks per hypothesis: as many as hold ``landmark_visibility`` of the predicted
         visibility (few when the view is dominated by some landmarks, more when it spreads
@@ -377,9 +381,8 @@ class Localizer:
         with _Timer(q.times_ms, "retrieval"):
             query = RetrievalInput(descriptors=q.desc_np, keypoints=q.kps, image=q.image)
             if "labels" in self.index.needs:  # landmark-vlad: the regions of the recognizer's labels
-                n = min(len(q.kps), self.conf["recognition_keypoints"])
-                query.keypoints = q.kps[:n]
-                query.labels = self._labeler.recognize(q.kps[:n], q.desc_np[:n], q.size).labels
+                query.labels = self._recognize(q).labels
+                query.keypoints = q.kps[:len(query.labels)]
             idx, _ = self.index.search(self.index.describe(query), self.top_k)
             res.retrieved = [self.map.image_names[i] for i in idx]
             pts = np.unique(np.concatenate([self.map.image_point_ids(i) for i in idx]))

@@ -95,6 +95,14 @@ def test_landmark_vlad_in_localize(kitchen_map_trained, kitchen_root):
         assert pose_errors(r.pose, im.pose)[0] < 0.05
     with pytest.raises(PramlocError, match="needs the image's labels"):
         index.describe(RetrievalInput(image=kitchen_root / frame(3)))
+    # auto, both paths run: the recognition path's labels serve the retrieval path (one recognizer pass).
+    auto = Localizer(m, mode="auto", conf={"confident_inliers": 10 ** 6})
+    assert auto.recognizer is auto._labeler
+    calls, recognize = [], auto._labeler.recognize
+    auto._labeler.recognize = lambda *a, **k: calls.append(1) or recognize(*a, **k)
+    im = scene[frame(15)]
+    r = auto.localize(scene.path(im.name), im.camera, im.name)
+    assert set(r.notes) == {"recognition", "retrieval"} and r.retrieved and len(calls) == 1
 
 
 def test_sfm_pairs_of_a_method_that_needs_the_map(kitchen_root):

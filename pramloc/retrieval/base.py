@@ -110,8 +110,6 @@ class GlobalIndex(ABC):
     def extend(self, descriptors: Sequence[np.ndarray]) -> "GlobalIndex":
         """The index with rows for more map images appended (their local descriptors
         (N_i, D) each), with the same vocabulary or model: a map grown by ``update-map``."""
-        from ..errors import PramlocError
-
         raise PramlocError(f"retrieval method {self.method!r} cannot add images to an index")
 
     @abstractmethod
