@@ -277,11 +277,7 @@ class UpdateConfig(StageConfig):
 
 def update_config(overrides: dict | list[str] | None = None) -> UpdateConfig:
     """:class:`UpdateConfig` from ``key=value`` (or ``update.key=value``) strings or a dict."""
-    if isinstance(overrides, (list, tuple)):
-        overrides = parse_overrides(overrides)
-    overrides = dict(overrides or {})
-    nested = overrides.pop("update", {})
-    return UpdateConfig.from_dict(deep_merge(overrides, nested) if isinstance(nested, dict) else nested, "update")
+    return _section_config(UpdateConfig, "update", overrides)
 
 
 SECTIONS: dict[str, type[StageConfig]] = {
@@ -360,15 +356,19 @@ def load_config(preset: str | Path = "indoor", overrides: dict | list[str] | Non
     return PipelineConfig.from_dict(deep_merge(_preset_overrides(preset), overrides or {}))
 
 
-def localization_config(overrides: dict | list[str] | None = None) -> LocalizationConfig:
-    """:class:`LocalizationConfig` from ``key=value`` (or ``localization.key=value``) strings
-    or a dict, through the same parsing and checks as :func:`load_config`."""
+def _section_config(cls: type[StageConfig], section: str, overrides: dict | list[str] | None) -> StageConfig:
+    """``cls`` from ``key=value`` (or ``section.key=value``) strings or a dict, through the
+    same parsing and checks as :func:`load_config`."""
     if isinstance(overrides, (list, tuple)):
         overrides = parse_overrides(overrides)
     overrides = dict(overrides or {})
-    nested = overrides.pop("localization", {})
-    return LocalizationConfig.from_dict(deep_merge(overrides, nested) if isinstance(nested, dict) else nested,
-                                        "localization")
+    nested = overrides.pop(section, {})
+    return cls.from_dict(deep_merge(overrides, nested) if isinstance(nested, dict) else nested, section)
+
+
+def localization_config(overrides: dict | list[str] | None = None) -> LocalizationConfig:
+    """:class:`LocalizationConfig` from ``key=value`` (or ``localization.key=value``) strings or a dict."""
+    return _section_config(LocalizationConfig, "localization", overrides)
 
 
 def parse_overrides(items: list[str]) -> dict:
