@@ -269,21 +269,6 @@ def photos_table(photos):
     return lines
 
 
-def sweep_table(sweeps):
-    """Localization settings side by side on one map (bench/bench_sweep.py), one run per scene."""
-    lines = []
-    for scene, r in sweeps.items():
-        lines += head(f"Recognition-path settings: {scene} (bench/bench_sweep.py, {r['date']}, {r['commit']}; "
-                      f"same queries, variants in turn)",
-                      "variant | 5cm,5° | 25cm,2° | 50cm,5° | 5m,10° | failed | ms w/o features | ms per stage")
-        for name, v in r["variants"].items():
-            stages = ", ".join(f"{k} {t:.1f}" for k, t in v["median_ms"].items())
-            lines.append(f"| {name} | {_recall_cells(v)} | {v['failed']}/{r['queries']} | "
-                         f"{v['median_ms_without_features']:.1f} | {stages} |")
-        lines.append("")
-    return lines[:-1]
-
-
 def pairs_table(pairs):
     """Pair selection on synthetic photo collections (bench/bench_pairs.py)."""
     lines = []
@@ -375,8 +360,7 @@ def main() -> Path:
     tables = [(builds, build_table), (recs, recognition_table), (locs, lambda r: localize_table(r, builds)),
               (exh, lambda r: exhaustive_table(r, locs)), (fails, failures_table), (soaks, soak_table),
               (_load("seeds"), seeds_table), (_load("features"), features_table), (_load("degraded"), degraded_table),
-              (nights, night_table), (photos, photos_table), (_load("pairs"), pairs_table),
-              (_load("sweep"), sweep_table)]
+              (nights, night_table), (photos, photos_table), (_load("pairs"), pairs_table)]
     for results, render in tables:
         if results:
             lines += render(results) + [""]
