@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import KITCHEN, OUT, RESULTS, SCENES, STRECHA, stamp  # noqa: E402
+from common import KITCHEN, OUT, RESULTS, SCENES, STRECHA, map_held_poses, stamp  # noqa: E402
 
 WORK = OUT / "update"
 
@@ -91,9 +91,19 @@ def build_map(kind: str, root: Path, split: Path, preset: str, out: Path) -> flo
     return time.perf_counter() - t
 
 
-def localize(map_dir: Path, queries) -> dict:
-    """Accuracy (mode auto) of ``queries`` (a Scene with ground truth) on ``map_dir``."""
+def _accuracy(results: dict, ref: dict, names: list[str]) -> dict:
     from pramloc.evaluate import evaluate
+
+    ev = evaluate({n: results[n] for n in names if n in results}, ref, queries=names)
+    return {"recall": {f"{t['translation']}m,{t['rotation_deg']}deg": round(100 * t["recall"], 1) for t in ev["recall"]},
+            "median_translation_cm": round(ev["median_translation"] * 100, 2),
+            "median_rotation_deg": round(ev["median_rotation_deg"], 3), "failed": len(ev["missing"])}
+
+
+def localize(map_dir: Path, queries, held: dict) -> dict:
+    """Accuracy (mode auto) of ``queries`` (a Scene with ground truth) on ``map_dir``; with
+    ``held`` (bench/bench_gt_check.py's map-held poses), also against those under
+    ``vs_map_held``."""
     from pramloc.localize import Localizer
 
     loc = Localizer(map_dir, "auto")
@@ -102,14 +112,16 @@ def localize(map_dir: Path, queries) -> dict:
         r = loc.localize(queries.path(im.name), im.camera, im.name)
         if r.pose is not None:
             results[im.name] = r.pose
-    ev = evaluate(results, {im.name: im.pose for im in queries.images})
-    return {"recall": {f"{t['translation']}m,{t['rotation_deg']}deg": round(100 * t["recall"], 1) for t in ev["recall"]},
-            "median_translation_cm": round(ev["median_translation"] * 100, 2),
-            "median_rotation_deg": round(ev["median_rotation_deg"], 3), "failed": len(ev["missing"])}
+    names = [im.name for im in queries.images]
+    out = _accuracy(results, {im.name: im.pose for im in queries.images}, names)
+    if held:
+        out["vs_map_held"] = _accuracy(results, held, [n for n in names if n in held])
+    return out
 
 
 def pose_errors(map_dir: Path, gt: dict) -> dict:
-    """Errors of the poses the grown map holds for the registered photos (vs the dataset's)."""
+    """Errors of the poses the grown map holds for the registered photos against ``gt``
+    (the dataset's poses, or the map-held ones)."""
     import numpy as np
 
     from pramloc.evaluate import pose_errors as errors
@@ -137,6 +149,7 @@ def run(scene: str, reuse: bool, poseless: bool) -> dict:
     d = WORK / scene
     sp = {k: write_split(d / "splits" / f"{k}.txt", v) for k, v in s.items()}
     queries = load_dataset(kind, root, sp["queries"])
+    held = map_held_poses(scene)  # {} where bench/bench_gt_check.py was not run (Strecha: none)
     report = {**stamp(), "scene": scene, "photos": {k: len(v) for k, v in s.items()}, "splits": {k: str(v) for k, v in sp.items()}}
     ungrown = d / "ungrown"
     if not (reuse and (ungrown / "manifest.json").exists()):
@@ -156,6 +169,8 @@ def run(scene: str, reuse: bool, poseless: bool) -> dict:
                                        if not isinstance(v, (list, dict))}}
         if not use_poses:
             report[name]["registered_pose_errors"] = pose_errors(out, {im.name: im.pose for im in new_scene.images})
+            if held:
+                report[name]["registered_pose_errors_vs_map_held"] = pose_errors(out, held)
         print(scene, name, json.dumps({k: report[name][k] for k in ("update_s", "timings", "points_added",
                                                                     "landmarks_added", "counts")}), flush=True)
     scratch = d / "scratch"
@@ -168,7 +183,7 @@ def run(scene: str, reuse: bool, poseless: bool) -> dict:
         report[name]["update_share_of_scratch_build"] = round(report[name]["update_s"] / report["scratch_build_s"], 3)
     report["accuracy"] = {}
     for name in ["ungrown", *(v for v, _ in variants), "scratch"]:
-        report["accuracy"][name] = localize(d / name, queries)
+        report["accuracy"][name] = localize(d / name, queries, held)
         print(scene, name, report["accuracy"][name], flush=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"update_{scene}.json").write_text(json.dumps(report, indent=2))

@@ -37,18 +37,21 @@ def _unique(names: Sequence[str], index_pairs) -> list[Pair]:
 
 
 def from_poses(names: Sequence[str], centers: np.ndarray, directions: np.ndarray, num_pairs: int,
-               max_distance: float | None = None, max_angle: float = 90.0) -> list[Pair]:
-    """For each image, its ``num_pairs`` nearest images by camera centre (``centers`` (N, 3))
-    among those whose viewing directions (``directions`` (N, 3), unit, world frame) differ by
-    at most ``max_angle`` degrees and whose centres are within ``max_distance`` (if given)."""
-    dist = np.linalg.norm(centers[:, None] - centers[None], axis=-1)
-    valid = np.clip(directions @ directions.T, -1, 1) >= np.cos(np.deg2rad(max_angle))
+               max_distance: float | None = None, max_angle: float = 90.0,
+               sources: Sequence[int] | None = None) -> list[Pair]:
+    """For each image (or each of the indices ``sources``), its ``num_pairs`` nearest images
+    by camera centre (``centers`` (N, 3)) among those whose viewing directions
+    (``directions`` (N, 3), unit, world frame) differ by at most ``max_angle`` degrees and
+    whose centres are within ``max_distance`` (if given)."""
+    rows = np.arange(len(names)) if sources is None else np.asarray(sources, dtype=int)
+    dist = np.linalg.norm(centers[rows, None] - centers[None], axis=-1)  # (S, N)
+    valid = np.clip(directions[rows] @ directions.T, -1, 1) >= np.cos(np.deg2rad(max_angle))
     if max_distance is not None:
         valid &= dist <= max_distance
-    np.fill_diagonal(valid, False)
+    valid[np.arange(len(rows)), rows] = False
     dist = np.where(valid, dist, np.inf)
     order = np.argsort(dist, axis=1, kind="stable")[:, :num_pairs]
-    return _unique(names, ((i, int(j)) for i in range(len(names)) for j in order[i] if np.isfinite(dist[i, j])))
+    return _unique(names, ((int(i), int(j)) for r, i in enumerate(rows) for j in order[r] if np.isfinite(dist[r, j])))
 
 
 _NUMBER = re.compile(r"(\d+)(?!.*\d)")  # the last run of digits of a name

@@ -293,18 +293,25 @@ def ray_backend(address: str | None = None):
 
 
 def map_ordered(make: Callable[[], Any], call: Callable[[Any, T], R], items: Iterable[T], workers: int = 1,
-                ray: bool | None = None, ray_address: str | None = None) -> Iterator[R]:
+                ray: bool | None = None, ray_address: str | None = None, min_items_per_worker: int = 1
+                ) -> Iterator[R]:
     """``call(state, item)`` for every item, ``state = make()`` built once per worker;
     results yielded in the order of ``items``. ``workers=1`` without ``ray`` runs in this
     process; more run in processes, or with ``ray`` in Ray actors (``ray_address``: an
     existing cluster, else a local one). ``ray=None``: Ray inside :func:`ray_backend`.
-    ``items`` may be a lazy iterator: it is read as items are sent, a few per worker ahead."""
+    ``items`` may be a lazy iterator: it is read as items are sent, a few per worker ahead.
+
+    ``min_items_per_worker``: local processes only for a list of at least that many items
+    per worker (fewer processes, or this process, otherwise). Starting a worker costs
+    seconds (a spawned interpreter importing torch, then ``make()``): on 2 cores, extracting
+    SIFT features of 6 Strecha photos took 3.2 s on 2 processes and 1.3 s in this one,
+    matching 31 of their pairs 4.4 s against 2.2 s."""
     if ray is None and _RAY_DEFAULT:
         ray, ray_address = True, ray_address or _RAY_DEFAULT["address"]
     if ray:
         return _ray_map(make, call, items, max(1, workers), ray_address)
     if hasattr(items, "__len__"):
-        workers = min(workers, len(items))  # no idle workers for a short list
+        workers = min(workers, len(items) // max(1, min_items_per_worker))  # no idle or barely used workers
     workers = max(1, workers)
     if workers == 1:
         return _serial(make, call, items)

@@ -207,6 +207,7 @@ def export_map(map_path: Path, out: Path) -> Path:
 
 
 MATCHERS = ("nn", "lightglue", "auto")
+MIN_PAIRS_PER_WORKER = 64  # fewer pairs per worker: matched in this process (see parallel.map_ordered)
 
 
 def pair_matcher(conf: TriangulationConfig, feature_conf: FeatureConfig | None, num_pairs: int, sfm: bool) -> str:
@@ -272,8 +273,8 @@ def _match_pairs(scene: Scene, features: Path, pairs: list[tuple[str, str]], rat
     items = [(a, b, _fundamental(scene[a].camera, scene[a].pose, scene[b].camera, scene[b].pose)
               if known_poses else None) for a, b in pairs]
     call = functools.partial(_match_pair, Path(features), ratio, max_epipolar_error, matcher, feature_conf)
-    return {(a, b): m for (a, b), m in zip(pairs, track(map_ordered(dict, call, items, workers=workers),
-                                                        desc="matching", total=len(pairs)))}
+    results = map_ordered(dict, call, items, workers=workers, min_items_per_worker=MIN_PAIRS_PER_WORKER)
+    return {(a, b): m for (a, b), m in zip(pairs, track(results, desc="matching", total=len(pairs)))}
 
 
 def triangulate(scene: Scene, features: Path, work_dir: Path, conf: TriangulationConfig,

@@ -229,12 +229,11 @@ def main(map_path: Path, scene: Scene, conf: UpdateConfig | dict | None = None, 
     grown = Scene(scene.image_dir, [ImageRecord(n, c, p) for n, c, p in zip(names, cameras, poses)],
                   dict(manifest.get("source", {})))
     feats = [read_features(feat_path, n) for n in names]
-    new_set = set(new_names)
 
     with timed(times, "matching"):
         pairs = pairs_mod.from_poses(names, np.stack([p.center for p in poses]), np.stack([p.R[2] for p in poses]),
-                                     conf.num_pairs, tconf.max_pair_distance, tconf.min_overlap_angle)
-        pairs = [(a, b) for a, b in pairs if a in new_set or b in new_set]
+                                     conf.num_pairs, tconf.max_pair_distance, tconf.min_overlap_angle,
+                                     sources=range(len(m.image_names), len(names)))
         logger.info("Matching %d image pairs of the %d new photo(s).", len(pairs), len(new_names))
         matches = sfm._match_pairs(grown, feat_path, pairs, tconf.ratio, known_poses=True,
                                    max_epipolar_error=tconf.max_epipolar_error,

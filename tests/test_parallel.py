@@ -47,6 +47,15 @@ def test_map_ordered_processes_in_order():
     assert threads_per_worker(1) >= threads_per_worker(2) >= 1
 
 
+def test_short_lists_run_in_this_process():
+    """Below ``min_items_per_worker`` items per worker, no process is started: 5 items at 4
+    per worker run here, 8 run on 2 processes."""
+    here = list(map_ordered(_state, _square, range(5), workers=2, min_items_per_worker=4))
+    assert [r for r, _ in here] == [x * x for x in range(5)] and {pid for _, pid in here} == {os.getpid()}
+    out = list(map_ordered(_state, _square, range(8), workers=2, min_items_per_worker=4))
+    assert os.getpid() not in {pid for _, pid in out}
+
+
 def _counted(n: int, seen: list):
     for x in range(n):
         seen.append(x)
@@ -214,11 +223,18 @@ def test_ray_actor_killed_mid_run(ray_cluster, kitchen_map, queries, serial_resu
 
 
 @pytest.mark.parametrize("backend", ["processes", "ray"])
-def test_build_with_workers_same_map(backend, kitchen_root, kitchen_split, kitchen_map, tmp_path, request):
+def test_build_with_workers_same_map(backend, kitchen_root, kitchen_split, kitchen_map, tmp_path, request,
+                                    monkeypatch):
     """Feature extraction and pair matching on 2 processes or Ray actors: the same map as
     on one (the session's kitchen_map, built serially with the same settings)."""
     if backend == "ray":
         request.getfixturevalue("ray_cluster")
+    import pramloc.features
+    import pramloc.sfm
+
+    # this small scene would otherwise run in this process (too few items to pay for workers)
+    monkeypatch.setattr(pramloc.features, "MIN_IMAGES_PER_WORKER", 1)
+    monkeypatch.setattr(pramloc.sfm, "MIN_PAIRS_PER_WORKER", 1)
     import h5py
 
     from pramloc import build

@@ -108,6 +108,7 @@ def read_image(path: Path, grayscale: bool = True) -> np.ndarray:
     return image
 
 
+MIN_IMAGES_PER_WORKER = 16  # fewer images per worker: extracted in this process (see parallel.map_ordered)
 _REDUCED = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4, 8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
 
 
@@ -246,7 +247,8 @@ def main(conf: FeatureConfig, image_dir: Path, names: list[str], out_path: Path,
         done = set()
     todo = [n for n in names if n not in done]
     logger.info("Extracting %s features of %d images (%d cached).", conf.name, len(todo), len(names) - len(todo))
-    extracted = map_ordered(dict, functools.partial(_extract_named, Path(image_dir), conf), todo, workers=workers)
+    extracted = map_ordered(dict, functools.partial(_extract_named, Path(image_dir), conf), todo, workers=workers,
+                            min_items_per_worker=MIN_IMAGES_PER_WORKER)
     for name, feats in track(zip(todo, extracted), desc="features", total=len(todo)):
         write_features(out_path, name, {**feats, "descriptors": feats["descriptors"].T})
     return out_path
