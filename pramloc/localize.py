@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -312,16 +313,26 @@ class Localizer:
         # candidates), in turn until a confident pose: the top landmarks by predicted
         # visibility, then by keypoint votes (the recognizer's two heads disagree on some
         # views), then the next ones.
-        # Last, when none gave a pose: the first group with every point of its landmarks (a view
-        # of their less-observed parts; 7-Scenes block: one query of 134).
+        # Last resorts, when none gave a pose, with every keypoint: the first group with every
+        # point of its landmarks (a view of their less-observed parts; 7-Scenes block: one query
+        # of 134); then, in recognition mode (no retrieval to fall back on), the landmarks not
+        # tried yet by predicted visibility, until a pose (a recognizer that labels a view as one
+        # landmark leaves the right ones without votes: Strecha 2 queries of 12, South Building 5
+        # of 16).
+        # Each step: (landmarks, points per landmark, keypoints matched, last resort).
         best, tried = None, []
-        last = [(ranked[:k], None)] if c["landmark_points"] is not None else []
-        for group, limit in [(g, c["landmark_points"]) for g in self._hypotheses(rec, ranked, k)] + last:
-            if limit is None and best is not None and best.estimate is not None:
+        n_all, n_strong = len(q.kps), min(len(q.kps), c["match_keypoints"])
+        steps = [(g, c["landmark_points"], n_strong, False) for g in self._hypotheses(rec, ranked, k)]
+        if c["landmark_points"] is not None:
+            steps.append((ranked[:k], None, n_all, True))
+        if self.mode == "recognition":
+            steps = chain(steps, ((g, c["landmark_points"], n_all, True) for g in self._untried(rec, tried, k)))
+        for group, limit, num_kps, last_resort in steps:
+            if last_resort and best is not None and best.estimate is not None:
                 break
             with _Timer(q.times_ms, "matching"):
                 pts = self._landmark_points(group, limit)
-                matches = self._match(np.arange(min(len(q.kps), c["match_keypoints"])), q.desc, pts)
+                matches = self._match(np.arange(num_kps), q.desc, pts)
             attempt = self._register_and_refine(matches, q)
             tried += [l for l in group.tolist() if l not in tried]
             if best is None or (attempt.num_inliers, attempt.num_matches) > (best.num_inliers, best.num_matches):
@@ -369,6 +380,14 @@ class Localizer:
                     seen.update(group.tolist())
                     n += 1
                     yield group
+
+    def _untried(self, rec, tried: list[int], k: int):
+        """Groups of at least ``k`` and 4 landmarks not in ``tried`` (read when the first
+        group is drawn), by decreasing predicted visibility."""
+        rest = [l for l in np.argsort(-rec.visibility, kind="stable").tolist() if l not in tried]
+        size = max(k, 4)
+        for start in range(0, len(rest), size):
+            yield np.array(rest[start:start + size], dtype=np.int64)
 
     def _landmark_points(self, landmarks: np.ndarray, n: int | None) -> np.ndarray:
         """The points of ``landmarks`` matched: of each, the ``n`` seen by the most map images

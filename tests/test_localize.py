@@ -165,6 +165,43 @@ def test_last_resort_matches_every_point_of_the_first_group(kitchen_map_trained,
     assert pose_errors(r.pose, im.pose)[0] < 0.05
 
 
+def test_recognition_mode_sweeps_the_landmarks_a_collapsed_recognizer_left_out(kitchen_map_trained, queries):
+    """A recognizer that gives the whole view to one landmark with fewer points in view than a
+    pose needs (all votes, most of the visibility): its hypotheses and the last resort fail; in recognition mode the
+    landmarks not tried yet are matched next, by predicted visibility, until a pose. In auto
+    mode they are not (retrieval is the fallback there)."""
+    from pramloc.geometry import project
+    from pramloc.recognition.model import RecognitionResult
+
+    ims, scene = queries
+    im = ims[1]
+    loc = Localizer(kitchen_map_trained, "recognition")
+    m = loc.map
+    uv, z = project(im.camera, im.pose, np.asarray(m.xyz, np.float64))
+    inside = (z > 0) & (uv[:, 0] >= 0) & (uv[:, 0] < 640) & (uv[:, 1] >= 0) & (uv[:, 1] < 480)
+    seen = np.bincount(np.asarray(m.point_landmark)[inside], minlength=m.num_landmarks)
+    wrong = int(np.argmin(seen))
+    assert seen[wrong] < loc.conf["min_inliers"]
+
+    def collapsed(kps, desc, size, return_probs=False):
+        vis = np.full(m.num_landmarks, 0.1 / (m.num_landmarks - 1), np.float32)
+        vis[wrong] = 0.9
+        votes = np.zeros(m.num_landmarks, np.float32)
+        votes[wrong] = float(len(kps))
+        return RecognitionResult(np.full(len(kps), wrong + 1), np.ones(len(kps), np.float32), votes, vis)
+
+    for mode in ("recognition", "auto"):
+        loc = Localizer(kitchen_map_trained, mode)
+        loc._labeler.recognize = collapsed
+        r = loc.localize(scene.path(im.name), im.camera, im.name)
+        assert r.landmarks[0] == wrong
+        if mode == "recognition":
+            assert r.path == "recognition" and len(r.landmarks) > 1, r.reason
+            assert pose_errors(r.pose, im.pose)[0] < 0.05
+        else:
+            assert r.landmarks == [wrong] and r.path == "retrieval"
+
+
 def test_keypoint_labels_do_not_restrict_matching(kitchen_map_trained, queries):
     """The recognized landmarks are matched as one region: every keypoint may match any of
     their points, whatever landmark it was labelled with (a wrong label loses no match)."""
