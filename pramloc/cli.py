@@ -297,7 +297,7 @@ def export_colmap(map_path, out_dir):
                    "the map's retrieval method retrieves; auto: recognition, and retrieval as well when its pose is weak.")
 @click.option("--out", type=click.Path(path_type=Path), help="Results file (name qw qx qy qz tx ty tz).")
 @click.option("--log", "log_path", type=click.Path(path_type=Path), help="JSON-lines log (default: OUT_log.jsonl).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a localization setting (pramloc/config.py).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a localization setting (over the map's preset's; pramloc/config.py).")
 @click.option("--device", default=None, help="cpu or cuda.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes (or Ray actors), each loading the map once; results in query order, the same "
@@ -311,10 +311,10 @@ def localize(map_path, image, dataset, root, images, queries, camera, mode, out,
              workers, ray_address, send):
     """Localize query images against a map (6-DoF, world-to-camera)."""
     from . import localize as loc_mod
-    from .config import localization_config
+    from .config import localization_overrides
     from .geometry import Camera
 
-    conf = localization_config(list(overrides))
+    conf = localization_overrides(list(overrides))
     default_cam = Camera.from_string(camera) if camera else None
     if image is not None and Path(image).is_dir():  # a folder: every image in it
         if images is not None:
@@ -408,7 +408,7 @@ def evaluate_cmd(results, dataset, root, gt_model, gt_poses, queries, json_out, 
                    "shown by ps).")
 @click.option("--mode", type=click.Choice(["auto", "recognition", "retrieval"]), default="auto", show_default=True,
               help="The localization path (as for localize).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a localization setting (pramloc/config.py).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a localization setting (over the map's preset's; pramloc/config.py).")
 @click.option("--device", default=None, help="cpu or cuda.")
 @click.option("--max-upload", default="25MB", show_default=True, help="Largest request body (413 above).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=50_000_000, show_default=True,
@@ -421,7 +421,7 @@ def serve(maps, host, port, workers, token, mode, overrides, device, max_upload,
     at /, the API at /docs, metrics at /metrics. Runs until Ctrl-C or SIGTERM, which
     finish the requests in flight."""
     from . import serve as serve_mod
-    from .config import localization_config
+    from .config import localization_overrides
 
     limits = serve_mod.Limits(max_upload_bytes=serve_mod.parse_size(max_upload), max_pixels=max_pixels,
                               max_batch=max_batch)
@@ -431,7 +431,7 @@ def serve(maps, host, port, workers, token, mode, overrides, device, max_upload,
         click.echo(f"pramloc serve: {url} (maps {', '.join(service.paths)}; {status['workers']} worker(s); "
                    f"page {url}/, API {url}/docs{'; token required' if token else ''})")
 
-    s = serve_mod.main(maps, host, port, workers, token, mode, localization_config(list(overrides)), device,
+    s = serve_mod.main(maps, host, port, workers, token, mode, localization_overrides(list(overrides)), device,
                        limits, on_ready=ready)
     click.echo(f"pramloc serve: stopped{' by ' + s['stopped_by'] if s['stopped_by'] else ''}; requests by status "
                f"{s['requests']}, workers replaced {s['workers_replaced']}")

@@ -6,8 +6,9 @@ Each dataclass below holds the only copy of its stage's defaults. Presets
 error naming the key and the closest valid one.
 
 - :class:`PipelineConfig` (``build-map``): sections ``features``, ``triangulation``,
-  ``landmarks``, ``recognizer``, ``retrieval``;
-- :class:`LocalizationConfig` (``localize``): section ``localization``;
+  ``landmarks``, ``recognizer``, ``retrieval``, and ``localization``, kept in the map;
+- :class:`LocalizationConfig` (``localize``): section ``localization``: the map's (its
+  preset's) settings, updated by those given to ``localize`` or ``serve``;
 - :class:`UpdateConfig` (``update-map``): section ``update``.
 """
 
@@ -286,12 +287,15 @@ SECTIONS: dict[str, type[StageConfig]] = {
     "landmarks": LandmarksConfig,
     "recognizer": RecognizerConfig,
     "retrieval": RetrievalConfig,
+    "localization": LocalizationConfig,
 }
 
 
 @dataclass
 class PipelineConfig:
-    """Everything ``build-map`` needs: one typed section per stage, and the preset's name."""
+    """Everything ``build-map`` needs: one typed section per stage, and the preset's name;
+    ``localization``: the preset's localization settings, kept with the map (its manifest)
+    as the defaults of every :class:`~pramloc.localize.Localizer` of it."""
 
     name: str = ""
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -299,6 +303,7 @@ class PipelineConfig:
     landmarks: LandmarksConfig = field(default_factory=LandmarksConfig)
     recognizer: RecognizerConfig = field(default_factory=RecognizerConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    localization: "LocalizationConfig" = field(default_factory=lambda: LocalizationConfig())
 
     @classmethod
     def from_dict(cls, values: dict) -> "PipelineConfig":
@@ -356,19 +361,34 @@ def load_config(preset: str | Path = "indoor", overrides: dict | list[str] | Non
     return PipelineConfig.from_dict(deep_merge(_preset_overrides(preset), overrides or {}))
 
 
-def _section_config(cls: type[StageConfig], section: str, overrides: dict | list[str] | None) -> StageConfig:
-    """``cls`` from ``key=value`` (or ``section.key=value``) strings or a dict, through the
-    same parsing and checks as :func:`load_config`."""
+def _section_values(section: str, overrides: dict | list[str] | None) -> dict:
+    """The settings of ``section`` given as ``key=value`` (or ``section.key=value``) strings
+    or a dict, parsed as :func:`load_config` parses them (not checked)."""
     if isinstance(overrides, (list, tuple)):
         overrides = parse_overrides(overrides)
     overrides = dict(overrides or {})
     nested = overrides.pop(section, {})
-    return cls.from_dict(deep_merge(overrides, nested) if isinstance(nested, dict) else nested, section)
+    return deep_merge(overrides, nested) if isinstance(nested, dict) else nested
+
+
+def _section_config(cls: type[StageConfig], section: str, overrides: dict | list[str] | None) -> StageConfig:
+    """``cls`` from ``key=value`` (or ``section.key=value``) strings or a dict, through the
+    same parsing and checks as :func:`load_config`."""
+    return cls.from_dict(_section_values(section, overrides), section)
 
 
 def localization_config(overrides: dict | list[str] | None = None) -> LocalizationConfig:
     """:class:`LocalizationConfig` from ``key=value`` (or ``localization.key=value``) strings or a dict."""
     return _section_config(LocalizationConfig, "localization", overrides)
+
+
+def localization_overrides(overrides: dict | list[str] | None = None) -> dict:
+    """The localization settings given (``key=value`` or ``localization.key=value`` strings,
+    or a dict), checked as :func:`localization_config` checks them, as a dict of those keys
+    only: a :class:`~pramloc.localize.Localizer` takes the others from its map's preset."""
+    values = _section_values("localization", overrides)
+    conf = LocalizationConfig.from_dict(values, "localization")
+    return {k: getattr(conf, k) for k in values}
 
 
 def parse_overrides(items: list[str]) -> dict:

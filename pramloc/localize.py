@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from . import logger
-from .config import LocalizationConfig, RetrievalConfig
+from .config import LocalizationConfig, RetrievalConfig, deep_merge
 from .errors import PramlocError
 from .features import extract_image, extract_path
 from .geometry import Camera, Pose
@@ -182,7 +182,12 @@ class Localizer:
         # Memory-mapped: the processes localizing on one machine share the map's pages.
         self.map = map_path if isinstance(map_path, LandmarkMap) else load_map(map_path, lazy=True)
         mconf = self.map.manifest.get("config", {})
-        self.conf = LocalizationConfig.of(conf, "localization").to_dict()
+        # The settings given, over those the map keeps from its preset (maps built before
+        # presets had them: the defaults); a whole LocalizationConfig is taken as it is.
+        if not isinstance(conf, LocalizationConfig):
+            conf = LocalizationConfig.from_dict(deep_merge(mconf.get("localization", {}), dict(conf or {})),
+                                                "localization")
+        self.conf = conf.to_dict()
         self.feature_conf = self.map.manifest["feature"]
         if self.conf["ratio"] is None:  # the ratio test that suits the map's descriptors
             from .features import get_extractor

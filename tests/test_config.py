@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 
 from pramloc.config import (SECTIONS, LocalizationConfig, PipelineConfig, RecognizerConfig, load_config,
-                            localization_config, parse_overrides)
+                            localization_config, localization_overrides, parse_overrides)
 from pramloc.errors import PramlocError
 
 
 def test_indoor_is_the_defaults_and_outdoor_overrides_them():
+    """Indoor is the defaults but for its localization settings (outdoor keeps those)."""
     indoor, outdoor = load_config("indoor"), load_config("outdoor")
-    assert indoor.to_dict() == {**PipelineConfig().to_dict(), "name": "indoor"}
+    assert {**indoor.to_dict(), "localization": None} == {**PipelineConfig().to_dict(), "name": "indoor",
+                                                          "localization": None}
     assert outdoor.features.max_side == 1600 and outdoor.triangulation.max_pair_distance is None
     assert outdoor.recognizer == indoor.recognizer and outdoor.retrieval.top_k == 5
     assert set(PipelineConfig().to_dict()) == {"name", *SECTIONS}
@@ -43,6 +45,19 @@ def test_localization_overrides_share_the_mechanism():
         localization_config(["min_inlier=20"])
     with pytest.raises(PramlocError, match=r"'recognizer.widht'.*'recognizer.width'"):
         RecognizerConfig.from_dict({"widht": 3}, "recognizer")
+
+
+def test_presets_carry_localization_settings():
+    """The indoor preset's localization settings differ from the defaults (kept for outdoor);
+    ``localization_overrides`` gives only the keys given, checked."""
+    assert load_config("indoor").localization == LocalizationConfig(recognition_keypoints=256,
+                                                                     landmark_visibility=0.8)
+    assert load_config("outdoor").localization == LocalizationConfig()
+    assert load_config("indoor", ["localization.hypotheses=3"]).localization.hypotheses == 3
+    assert localization_overrides(["min_inliers=20", "localization.ratio=0.8"]) == {"min_inliers": 20, "ratio": 0.8}
+    assert localization_overrides([]) == {}
+    with pytest.raises(PramlocError, match=r"'localization.min_inlier'.*did you mean 'localization.min_inliers'"):
+        localization_overrides(["min_inlier=20"])
 
 
 def test_yaml_preset_file_and_unknown_preset(tmp_path):

@@ -165,6 +165,25 @@ def test_last_resort_matches_every_point_of_the_first_group(kitchen_map_trained,
     assert pose_errors(r.pose, im.pose)[0] < 0.05
 
 
+def test_localizer_takes_the_settings_of_the_maps_preset(kitchen_map_trained):
+    """A map keeps its preset's localization settings (indoor: 256 recognizer keypoints, 80%
+    of the visibility); settings given to the localizer go over them; a whole
+    LocalizationConfig is taken as it is; a map without them (built before) gets the defaults."""
+    from pramloc.config import LocalizationConfig
+    from pramloc.mapio import load_map
+
+    assert Localizer(kitchen_map_trained).conf["recognition_keypoints"] == 256
+    given = Localizer(kitchen_map_trained, conf={"recognition_keypoints": 384}).conf
+    assert given["recognition_keypoints"] == 384 and given["landmark_visibility"] == 0.8
+    defaults = {**LocalizationConfig().to_dict(), "ratio": 0.9}  # ratio null: the map's extractor's (SIFT)
+    assert Localizer(kitchen_map_trained, conf=LocalizationConfig()).conf == defaults
+    old = load_map(kitchen_map_trained)
+    del old.manifest["config"]["localization"]
+    assert Localizer(old).conf == defaults
+    with pytest.raises(PramlocError, match="did you mean 'localization.hypotheses'"):
+        Localizer(kitchen_map_trained, conf={"hypothesis": 2})
+
+
 def test_recognition_mode_sweeps_the_landmarks_a_collapsed_recognizer_left_out(kitchen_map_trained, queries):
     """A recognizer that gives the whole view to one landmark with fewer points in view than a
     pose needs (all votes, most of the visibility): its hypotheses and the last resort fail; in recognition mode the
