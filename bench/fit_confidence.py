@@ -101,13 +101,17 @@ def localize_all(seed: int, log=print) -> list[dict]:
     """Localize every training query (auto mode); one record per query: training map,
     variant, the log record's path / confidence features, and the pose errors (inf: no
     pose; a pose of another scene's image: wrong)."""
+    from pramloc.config import load_config
     from pramloc.datasets import load_dataset
     from pramloc.evaluate import pose_errors
     from pramloc.localize import Localizer
 
     maps = confidence_data.build_maps()
     splits = confidence_data.training_splits()
-    locs = {name: Localizer(path, "auto") for name, path in maps.items()}
+    # Each map localized with its preset's settings, as a map built now keeps them (maps built
+    # before presets had localization settings get the defaults otherwise).
+    locs = {name: Localizer(path, "auto", load_config(SCENES[splits[name][0]][4]).localization)
+            for name, path in maps.items()}
     records = []
 
     def run(map_name: str, qname: str, kind: str, image, camera, pose, same_scene: bool):
