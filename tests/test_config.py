@@ -51,7 +51,7 @@ def test_presets_carry_localization_settings():
     """The indoor preset's localization settings differ from the defaults (kept for outdoor);
     ``localization_overrides`` gives only the keys given, checked."""
     assert load_config("indoor").localization == LocalizationConfig(recognition_keypoints=256,
-                                                                     landmark_visibility=0.8)
+                                                                     landmark_visibility=0.8, match_keypoints=768)
     assert load_config("outdoor").localization == LocalizationConfig()
     assert load_config("indoor", ["localization.hypotheses=3"]).localization.hypotheses == 3
     assert localization_overrides(["min_inliers=20", "localization.ratio=0.8"]) == {"min_inliers": 20, "ratio": 0.8}
