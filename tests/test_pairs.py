@@ -98,3 +98,15 @@ def test_from_poses_nearest_looking_the_same_way():
     assert p == [("a", "b"), ("b", "c")]
     assert pairs.from_poses(list("abcd"), centers, dirs, num_pairs=3, max_angle=60, max_distance=1.5) == \
         [("a", "b"), ("b", "c")]
+
+
+def test_from_poses_of_some_images_only():
+    """``sources``: the nearest of those images only (update-map: each new photo's), not the
+    lists of the others that hold one of them."""
+    centers = np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0], [4, 0, 0]], float)
+    dirs = np.tile([0.0, 0.0, 1.0], (5, 1))
+    names = list("abcde")
+    assert pairs.from_poses(names, centers, dirs, num_pairs=1, sources=[4]) == [("d", "e")]
+    assert pairs.from_poses(names, centers, dirs, num_pairs=2, sources=[2]) == [("b", "c"), ("c", "d")]
+    # all images as sources: the same as no sources
+    assert pairs.from_poses(names, centers, dirs, 2, sources=range(5)) == pairs.from_poses(names, centers, dirs, 2)
