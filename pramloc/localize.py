@@ -320,10 +320,9 @@ class Localizer:
         # views), then the next ones.
         # Last resorts, when none gave a pose, with every keypoint: the first group with every
         # point of its landmarks (a view of their less-observed parts; 7-Scenes block: one query
-        # of 134); then, in recognition mode (no retrieval to fall back on), the landmarks not
-        # tried yet by predicted visibility, until a pose (a recognizer that labels a view as one
-        # landmark leaves the right ones without votes: Strecha 2 queries of 12, South Building 5
-        # of 16).
+        # of 134; a recognizer that gives a view to one landmark: Strecha 2 queries of 12, South
+        # Building 4 of 16); then, in recognition mode (no retrieval to fall back on), the next
+        # landmarks not tried yet by predicted visibility, until a pose (South Building: 1 more).
         # Each step: (landmarks, points per landmark, keypoints matched, last resort).
         best, tried = None, []
         n_all, n_strong = len(q.kps), min(len(q.kps), c["match_keypoints"])
@@ -388,8 +387,11 @@ class Localizer:
 
     def _untried(self, rec, tried: list[int], k: int):
         """Groups of at least ``k`` and 4 landmarks not in ``tried`` (read when the first
-        group is drawn), by decreasing predicted visibility."""
-        rest = [l for l in np.argsort(-rec.visibility, kind="stable").tolist() if l not in tried]
+        group is drawn), by decreasing predicted visibility: the next ``max_landmarks`` of
+        them only (a query from elsewhere must not sweep a map of thousands of landmarks)."""
+        seen = set(tried)
+        order = np.argsort(-rec.visibility, kind="stable").tolist()
+        rest = [l for l in order if l not in seen][: self.conf["max_landmarks"]]
         size = max(k, 4)
         for start in range(0, len(rest), size):
             yield np.array(rest[start:start + size], dtype=np.int64)

@@ -219,6 +219,12 @@ def test_recognition_mode_sweeps_the_landmarks_a_collapsed_recognizer_left_out(k
             assert pose_errors(r.pose, im.pose)[0] < 0.05
         else:
             assert r.landmarks == [wrong] and r.path == "retrieval"
+    # The sweep goes through the next max_landmarks landmarks at most.
+    loc = Localizer(kitchen_map_trained, "recognition", {"max_landmarks": 1, "confident_inliers": 10 ** 6,
+                                                         "min_inliers": 10 ** 6})
+    loc._labeler.recognize = collapsed
+    r = loc.localize(scene.path(im.name), im.camera, im.name)
+    assert r.pose is None and r.landmarks[0] == wrong and len(r.landmarks) == 2
 
 
 def test_keypoint_labels_do_not_restrict_matching(kitchen_map_trained, queries):
