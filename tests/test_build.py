@@ -70,6 +70,8 @@ def test_export_colmap(kitchen_map, tmp_path):
 def test_info_and_viz(kitchen_map, tmp_path):
     res = run(["info", kitchen_map])
     assert "images 8" in res.output and "landmarks 8" in res.output and "size on disk" in res.output
+    assert ("localization settings: recognition_keypoints 256, landmark_visibility 0.8, match_keypoints 768, "
+            "others default") in res.output  # the indoor preset's, kept in the map
     res = run(["viz-map", kitchen_map, "--out", tmp_path / "viz"])
     ply = (tmp_path / "viz/landmarks.ply").read_bytes()
     assert ply.startswith(b"ply") and b"red" in ply[:400]
