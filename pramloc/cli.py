@@ -226,12 +226,9 @@ def info(map_path):
                    + (f" ({h['seconds']:.0f} s)" if isinstance(h.get("seconds"), (int, float)) else ""))
     from .config import LocalizationConfig
 
-    own = man.get("config", {}).get("localization")
     defaults = LocalizationConfig().to_dict()
-    changed = {k: v for k, v in (own or {}).items() if defaults.get(k) != v}
-    click.echo("localization settings: " + ("the defaults (built before presets had them)" if own is None else
-                                              ", ".join(f"{k} {v}" for k, v in changed.items()) + ", others default"
-                                              if changed else "the defaults"))
+    changed = [f"{k} {v}" for k, v in man.get("config", {}).get("localization", {}).items() if defaults.get(k) != v]
+    click.echo("localization settings: " + (", ".join(changed) + ", others default" if changed else "the defaults"))
     rec = man.get("recognizer")
     click.echo("recognizer: " + (", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                             for k, v in rec.items() if not isinstance(v, (dict, list)))

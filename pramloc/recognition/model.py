@@ -15,6 +15,7 @@ each landmark (the landmark-visibility head).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from torch import nn
 
 from ..config import RecognizerConfig
 from ..errors import PramlocError
+from ..features.learned import cpu_threads
 from .data import check_inputs, collate, normalize_keypoints, View
 
 CHECKPOINT_FORMAT = "pramloc-recognizer"
@@ -296,10 +298,6 @@ class Recognizer:
         for i in set(range(len(views))) - set(todo):
             results[i] = self._empty(return_probs)
         if todo:
-            from contextlib import nullcontext
-
-            from ..features.learned import cpu_threads
-
             batch = collate([views[i] for i in todo])
             # One image on the CPU: one thread. Its ~100 small kernels gain nothing from a
             # second thread that sleeps between them (OMP_WAIT_POLICY=PASSIVE, see
