@@ -2,6 +2,11 @@
 one run, accuracy at the four thresholds, median errors, and median/p90 time per stage.
 
     python bench/bench_localize.py [--scenes 7scenes-interleaved strecha south-building] [--modes ...]
+                                   [--threads N]
+
+``--threads 1``: the process limited to one compute thread, as each worker of
+``localize --workers 2`` on 2 cores (the throughput setting); results then in
+bench/results/localize_<scene>_threads1.json.
 
 Needs the maps of bench/bench_build.py (bench/out/maps/<scene>; South Building: bench/bench_confidence.py's
 reference112, built when missing). Writes
@@ -98,7 +103,7 @@ def run(scene: str, modes: list[str], device: str | None, map_dir: Path | None =
             logs[m].append(rec)
             if r.pose is not None:
                 results[m][im.name] = r.pose
-    report = {**stamp(), "scene": scene, "queries": len(queries.images), "modes": {}}
+    report = {**stamp(), "scene": scene, "queries": len(queries.images), "threads": torch.get_num_threads(), "modes": {}}
     (OUT / "results").mkdir(parents=True, exist_ok=True)
     for m in modes:
         from pramloc.io import write_poses
@@ -125,7 +130,7 @@ def run(scene: str, modes: list[str], device: str | None, map_dir: Path | None =
         }
     if write:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / f"localize_{scene}.json").write_text(json.dumps(report, indent=2))
+        (RESULTS / f"localize_{scene}{tag}.json").write_text(json.dumps(report, indent=2))
     for m in modes:
         r = report["modes"][m]
         print(f"{scene + tag:22s} {m:12s} {r['recall']} median {r['median_translation_cm']} cm "
@@ -143,6 +148,11 @@ if __name__ == "__main__":
                     choices=[*SCENES, SOUTH_BUILDING])
     ap.add_argument("--modes", nargs="+", default=["recognition", "retrieval", "auto"])
     ap.add_argument("--device", default=None)
+    ap.add_argument("--threads", type=int, default=None, help="compute threads (default: every core)")
     a = ap.parse_args()
+    if a.threads:
+        from pramloc.parallel import set_threads
+
+        set_threads(a.threads)
     for s in a.scenes:
-        run(s, a.modes, a.device)
+        run(s, a.modes, a.device, tag=f"_threads{a.threads}" if a.threads else "")
