@@ -2,6 +2,7 @@
 scratch from all its photos, and against the map before the update, in one run.
 
     python bench/bench_update.py [--scenes 7scenes-block strecha] [--reuse-ungrown] [--no-poseless]
+                                 [--agreement-only]
 
 Scenes (the split lists are derived here and written under bench/out/update/<scene>/):
 
@@ -17,7 +18,9 @@ For each: the ungrown map (built here, or reused from bench/out/update with
 from it, as on the machine that built the map), ``update-map`` with the dataset's poses,
 ``update-map`` with the poses left out (registered against the map; the dataset's
 intrinsics kept), and a cold build from scratch of all the map photos; then the queries
-localized (mode auto) on the ungrown, grown and from-scratch maps. Writes
+localized (mode auto) on the ungrown, grown and from-scratch maps; and, for the new photos,
+how far apart their pose estimates lie (the dataset's, the map-held ones, the ungrown map's
+localization, ``update-map``'s registration: :func:`agreement`). Writes
 bench/results/update_<scene>.json.
 """
 
@@ -139,6 +142,44 @@ def pose_errors(map_dir: Path, gt: dict) -> dict:
             "median_rotation_deg": round(float(np.median(r)), 3), "max_rotation_deg": round(float(np.max(r)), 3)}
 
 
+def agreement(scene: str) -> dict:
+    """For the new photos: how far apart each pair of their pose estimates lies (median and
+    p90 of the camera-centre distance in cm and of the rotation angle in degrees): the dataset's
+    poses, the map-held ones (bench/bench_gt_check.py), the ungrown map's localization of them
+    (mode auto) and the poses ``update-map`` registered for them (the grown_poseless map).
+    Needs the maps of a previous run (bench/out/update/<scene>/)."""
+    import itertools
+
+    import numpy as np
+
+    from pramloc.datasets import load_dataset
+    from pramloc.evaluate import pose_errors as errors
+    from pramloc.localize import Localizer
+    from pramloc.mapio import load_map
+
+    kind, root, _, _, _ = SCENES[scene]
+    d = WORK / scene
+    new_scene = load_dataset(kind, root, d / "splits" / "new.txt")
+    names = [im.name for im in new_scene.images]
+    loc = Localizer(d / "ungrown", "auto")
+    registered = load_map(d / "grown_poseless")
+    poses = {"ground truth": {im.name: im.pose for im in new_scene.images},
+             "map-held": map_held_poses(scene),
+             "localized on the ungrown map": {im.name: loc.localize(new_scene.path(im.name), im.camera, im.name).pose
+                                              for im in new_scene.images},
+             "registered by update-map": dict(zip(registered.image_names, registered.poses))}
+    out = {}
+    for a, b in itertools.combinations([k for k, v in poses.items() if v], 2):
+        e = np.array([errors(poses[a][n], poses[b][n]) for n in names
+                      if poses[a].get(n) is not None and poses[b].get(n) is not None])
+        out[f"{a} vs {b}"] = {"photos": len(e), "median_cm": round(100 * float(np.median(e[:, 0])), 2),
+                              "p90_cm": round(100 * float(np.percentile(e[:, 0], 90)), 2),
+                              "median_deg": round(float(np.median(e[:, 1])), 3),
+                              "p90_deg": round(float(np.percentile(e[:, 1], 90)), 3)}
+        print(scene, f"{a} vs {b}", out[f"{a} vs {b}"], flush=True)
+    return out
+
+
 def run(scene: str, reuse: bool, poseless: bool) -> dict:
     from pramloc import update
     from pramloc.datasets import load_dataset
@@ -169,8 +210,9 @@ def run(scene: str, reuse: bool, poseless: bool) -> dict:
                                        if not isinstance(v, (list, dict))}}
         if not use_poses:
             report[name]["registered_pose_errors"] = pose_errors(out, {im.name: im.pose for im in new_scene.images})
-            if held:
-                report[name]["registered_pose_errors_vs_map_held"] = pose_errors(out, held)
+            if held:  # the new photos only (the old ones keep their poses)
+                report[name]["registered_pose_errors_vs_map_held"] = pose_errors(
+                    out, {im.name: held[im.name] for im in new_scene.images if im.name in held})
         print(scene, name, json.dumps({k: report[name][k] for k in ("update_s", "timings", "points_added",
                                                                     "landmarks_added", "counts")}), flush=True)
     scratch = d / "scratch"
@@ -185,6 +227,8 @@ def run(scene: str, reuse: bool, poseless: bool) -> dict:
     for name in ["ungrown", *(v for v, _ in variants), "scratch"]:
         report["accuracy"][name] = localize(d / name, queries, held)
         print(scene, name, report["accuracy"][name], flush=True)
+    if poseless:
+        report["agreement"] = agreement(scene)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"update_{scene}.json").write_text(json.dumps(report, indent=2))
     return report
@@ -214,9 +258,17 @@ if __name__ == "__main__":
     ap.add_argument("--reuse-ungrown", action="store_true", help="Reuse bench/out/update/<scene>/ungrown if built.")
     ap.add_argument("--no-poseless", action="store_true", help="Skip the update without poses.")
     ap.add_argument("--build-ungrown-only", action="store_true", help="Only build the ungrown maps.")
+    ap.add_argument("--agreement-only", action="store_true",
+                    help="Only measure how far apart the new photos' pose estimates lie, on the maps of a previous "
+                         "run (added to its results file).")
     a = ap.parse_args()
     for sc in a.scenes:
-        if a.build_ungrown_only:
+        if a.agreement_only:
+            path = RESULTS / f"update_{sc}.json"
+            rep = json.loads(path.read_text())
+            rep["agreement"] = {**stamp(), "pairs": agreement(sc)}
+            path.write_text(json.dumps(rep, indent=2))
+        elif a.build_ungrown_only:
             kind, root, _, _, preset = SCENES[sc]
             sp = write_split(WORK / sc / "splits" / "old.txt", splits(sc)["old"])
             print(sc, "ungrown build", round(build_map(kind, root, sp, preset, WORK / sc / "ungrown"), 1), "s")
