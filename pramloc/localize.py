@@ -54,8 +54,9 @@ class QueryResult:
     matching" or "refinement", whichever pose had more inliers). ``intrinsics``: where the
     camera came from ("given", the map's camera, or how it was estimated, see
     :mod:`pramloc.intrinsics`; empty when the query failed before);
-    ``focal``: the focal length in pixels of the pose's camera (refined when estimated),
-    ``focal_initial`` before refinement. ``notes``: what happened on each path tried;
+    ``camera``: the pose's camera at the image's size (its focal length refined when
+    estimated; in the log as ``MODEL W H params``), ``focal`` its focal length in pixels,
+    ``focal_initial`` the estimated one before refinement. ``notes``: what happened on each path tried;
     ``reason``: why the query failed (empty on success). ``confidence``: the probability
     that the pose is right (:mod:`pramloc.confidence`; 0.0 on failure, None where no model
     is shipped), ``confident`` whether it reaches the model's threshold, and
@@ -77,6 +78,7 @@ class QueryResult:
     pose_from: str = ""
     intrinsics: str = ""
     focal_initial: float | None = None
+    camera: Camera | None = None
     focal: float | None = None
     times_ms: dict[str, float] = field(default_factory=dict)  # wall time per stage, ms
     notes: dict[str, str] = field(default_factory=dict)
@@ -88,6 +90,7 @@ class QueryResult:
     def log_record(self) -> dict:
         d = asdict(self)
         d["pose"] = None if self.pose is None else {"qvec": self.pose.qvec.tolist(), "tvec": self.pose.tvec.tolist()}
+        d["camera"] = None if self.camera is None else self.camera.to_string()
         d["times"] = {k: round(v, 2) for k, v in d.pop("times_ms").items()}  # ms
         d["time_total_ms"] = round(sum(self.times_ms.values()), 2)
         return d
@@ -500,7 +503,8 @@ class Localizer:
         res.pose, res.num_inliers = est.pose, int(est.num_inliers)
         res.num_matches, res.num_refined_matches = a.num_matches, a.num_refined_matches
         res.pose_from = "refinement" if est.matches is not None else "first matching"
-        res.focal = float((est.camera or q.camera).K()[0, 0])
+        res.camera = est.camera or q.camera
+        res.focal = float(res.camera.K()[0, 0])
         with _Timer(q.times_ms, "confidence"):
             self._assess(q, res, a, [attempts[p].estimate.pose for p in won if p != res.path])
 

@@ -166,7 +166,7 @@ def answer(r, map_name: str, camera: str | None) -> dict:
     full float precision), the camera ``center`` (``-R^T t``), ``success``, the intrinsics
     used and where they came from, and ``times_ms`` per stage."""
     rec = r.log_record()
-    for key in ("pose", "map", "times", "intrinsics", "focal", "focal_initial"):
+    for key in ("pose", "map", "times", "intrinsics", "camera", "focal", "focal_initial"):
         rec.pop(key, None)
     pose = r.pose
     return {"success": pose is not None, "map": map_name, **rec,

@@ -72,36 +72,23 @@ def _old_image_dir(m: mapio.LandmarkMap, scene: Scene) -> Path:
 
 def register(map_path: Path, scene: Scene, names: list[str], min_inliers: int, device: str | None = None
              ) -> Registration:
-    """Poses of the photos ``names`` of ``scene`` from pramloc's localizer on the map (a
-    photo's camera: the scene's, else estimated from EXIF or guessed, its focal refined);
-    those with fewer than ``min_inliers`` PnP inliers, or not localized, are left out."""
+    """Poses of the photos ``names`` of ``scene`` from pramloc's localizer on the map, with the
+    camera of each pose (the scene's, else the map's of the same EXIF camera, else estimated
+    from EXIF or guessed, its focal refined); those with fewer than ``min_inliers`` PnP
+    inliers, or not localized, are left out."""
     from .localize import Localizer
 
     loc = Localizer(map_path, mode="auto", device=device)
     out = Registration()
     for name in names:
-        cam = scene[name].camera
-        r = loc.localize(scene.path(name), camera=cam, name=name)
+        r = loc.localize(scene.path(name), camera=scene[name].camera, name=name)
         if r.pose is None:
             out.unregistered[name] = f"not localized against the map: {r.reason}"
         elif r.num_inliers < min_inliers:
             out.unregistered[name] = f"too few PnP inliers against the map ({r.num_inliers} < {min_inliers})"
         else:
-            out.poses[name] = r.pose
-            out.cameras[name] = cam if cam is not None else _estimated_camera(scene.path(name), r.focal)
+            out.poses[name], out.cameras[name] = r.pose, r.camera
     return out
-
-
-def _estimated_camera(path: Path, focal: float | None) -> Camera:
-    """A SIMPLE_PINHOLE camera of the photo at ``path`` with the localizer's refined ``focal``
-    (px, the photo's own size) and the principal point at its centre."""
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if img is None or focal is None:
-        raise PramlocError(f"{path}: cannot read the image or its focal length")
-    h, w = img.shape[:2]
-    return Camera.from_string(f"SIMPLE_PINHOLE {w} {h} {focal} {w / 2} {h / 2}")
 
 
 def _add_map_points(rec: pycolmap.Reconstruction, m: mapio.LandmarkMap, keypoints: list[np.ndarray]
@@ -142,8 +129,9 @@ def landmark_extents(xyz: np.ndarray, point_landmark: np.ndarray, centers: np.nd
     """(L,) extent of each landmark: the 95th percentile distance of its points (P, 3) to its
     centre (L, 3) (0 for a landmark without points)."""
     d = np.linalg.norm(xyz - centers[point_landmark], axis=1)
-    return np.array([np.percentile(d[point_landmark == l], 95) if np.any(point_landmark == l) else 0.0
-                     for l in range(len(centers))])
+    counts = np.bincount(point_landmark, minlength=len(centers))
+    groups = np.split(d[np.argsort(point_landmark, kind="stable")], np.cumsum(counts)[:-1])
+    return np.array([np.percentile(g, 95) if len(g) else 0.0 for g in groups])
 
 
 def assign_landmarks(new_xyz: np.ndarray, centers: np.ndarray, extents: np.ndarray, margin: float,
