@@ -162,10 +162,11 @@ def run(scene: str, methods: list[str], maps: Path, localize: list[str] | None, 
     from pramloc.retrieval import RetrievalInput, map_inputs
     from pramloc.retrieval.backbones import dense_features
 
-    n_rec = LocalizationConfig().recognition_keypoints  # as localize: the recognizer's strongest keypoints
-
     map_dir = maps / MAP_DIRS.get(scene, Path("maps") / scene)
     m = load_map(map_dir)
+    # As localize: the recognizer's strongest keypoints, as many as the map's preset labels.
+    n_rec = LocalizationConfig.from_dict(m.manifest["config"].get("localization", {}),
+                                         "localization").recognition_keypoints
     queries = load_queries(scene)
     base = RetrievalConfig.from_dict({**m.manifest["config"]["retrieval"], **parse_overrides(overrides)},
                                      "retrieval")
