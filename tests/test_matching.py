@@ -102,15 +102,16 @@ def test_cuda_matches_cpu(pair):
 
 @pytest.mark.parametrize("ratio,mutual", [(None, True), (0.9, True), (0.8, False), (None, False)])
 def test_same_matches_as_kornia_on_cdist(pair, ratio, mutual):
-    """The distance matrix is computed in a reused buffer (no page faults on large ones):
-    the matches are kornia's on torch.cdist, for every option, a larger matrix in between."""
+    """The squared distance matrix is computed in a reused buffer (no page faults on large
+    ones) and matched with the squared ratio: the matches are kornia's on torch.cdist, for
+    every option, a larger matrix in between."""
     import kornia.feature as KF
 
-    from pramloc.matching import _distances
+    from pramloc.matching import _squared_distances
 
     f0, f1 = pair
     q, db = torch.from_numpy(f0["descriptors"]).float(), torch.from_numpy(f1["descriptors"]).float()
-    torch.testing.assert_close(_distances(q, db).clone(), torch.cdist(q, db), atol=1e-5, rtol=0)
+    torch.testing.assert_close(_squared_distances(q, db).clone().sqrt(), torch.cdist(q, db), atol=1e-5, rtol=0)
     fn = {(None, True): KF.match_mnn, (None, False): KF.match_nn}.get((ratio, mutual))
     g = torch.Generator().manual_seed(0)
     noisy = torch.nn.functional.normalize(db + 0.05 * torch.randn(db.shape, generator=g), dim=1)
