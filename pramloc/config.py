@@ -377,14 +377,9 @@ def _section_config(cls: type[StageConfig], section: str, overrides: dict | list
     return cls.from_dict(_section_values(section, overrides), section)
 
 
-def localization_config(overrides: dict | list[str] | None = None) -> LocalizationConfig:
-    """:class:`LocalizationConfig` from ``key=value`` (or ``localization.key=value``) strings or a dict."""
-    return _section_config(LocalizationConfig, "localization", overrides)
-
-
 def localization_overrides(overrides: dict | list[str] | None = None) -> dict:
     """The localization settings given (``key=value`` or ``localization.key=value`` strings,
-    or a dict), checked as :func:`localization_config` checks them, as a dict of those keys
+    or a dict), checked as :func:`load_config` checks them, as a dict of those keys
     only: a :class:`~pramloc.localize.Localizer` takes the others from its map's preset."""
     values = _section_values("localization", overrides)
     conf = LocalizationConfig.from_dict(values, "localization")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pramloc.config import (SECTIONS, LocalizationConfig, PipelineConfig, RecognizerConfig, load_config,
-                            localization_config, localization_overrides, parse_overrides)
+                            localization_overrides, parse_overrides)
 from pramloc.errors import PramlocError
 
 
@@ -38,11 +38,11 @@ def test_overrides_are_checked_with_a_suggestion():
 
 
 def test_localization_overrides_share_the_mechanism():
-    assert localization_config(["min_inliers=20", "localization.ratio=0.8"]) == LocalizationConfig(
+    assert LocalizationConfig(**localization_overrides(["min_inliers=20", "localization.ratio=0.8"])) == LocalizationConfig(
         min_inliers=20, ratio=0.8)
     assert LocalizationConfig.of(None) == LocalizationConfig()
     with pytest.raises(PramlocError, match=r"'localization.min_inlier'.*did you mean 'localization.min_inliers'"):
-        localization_config(["min_inlier=20"])
+        localization_overrides(["min_inlier=20"])
     with pytest.raises(PramlocError, match=r"'recognizer.widht'.*'recognizer.width'"):
         RecognizerConfig.from_dict({"widht": 3}, "recognizer")
 
